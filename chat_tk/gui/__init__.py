@@ -1,0 +1,1 @@
+"""The Tkinter interface; the only package that imports tkinter."""

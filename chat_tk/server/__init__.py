@@ -1,0 +1,1 @@
+"""The asyncio server: accounts, routing and the durable message queue."""

@@ -1,0 +1,1 @@
+"""sqlite storage for the server and the client; imports protocol and crypto only."""
