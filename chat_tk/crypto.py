@@ -18,7 +18,13 @@ from typing import Any
 
 import rsa
 
-from chat_tk.errors import CryptoError, DecryptionFailed, EnvelopeMismatch, SignatureInvalid
+from chat_tk.errors import (
+    CryptoError,
+    DecryptionFailed,
+    EnvelopeMismatch,
+    SignatureInvalid,
+    WrongRecipientKey,
+)
 from chat_tk.protocol import name_key
 
 ENVELOPE_ENCODING = "chat_tk-rsa-blocks-v1"
@@ -178,13 +184,13 @@ def _encrypt_blocks(data: bytes, key: PublicKey) -> bytes:
 def _decrypt_blocks(data: bytes, pair: KeyPair) -> bytes:
     size = pair.public.block_bytes
     if not data or len(data) % size:
-        raise DecryptionFailed("ciphertext was cut short or made for another key")
+        raise WrongRecipientKey("ciphertext does not fit your key (made for another key?)")
     try:
         return b"".join(
             rsa.decrypt(data[i : i + size], pair.private) for i in range(0, len(data), size)
         )
     except rsa.DecryptionError as exc:
-        raise DecryptionFailed("ciphertext does not open with your key") from exc
+        raise WrongRecipientKey("ciphertext does not open with your key") from exc
 
 
 def _signed_bytes(sender: str, recipient: str, message_id: str, r: bytes, s: bytes) -> bytes:

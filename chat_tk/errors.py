@@ -35,6 +35,10 @@ class DecryptionFailed(CryptoError):
     """A ciphertext did not open with our private key."""
 
 
+class WrongRecipientKey(DecryptionFailed):
+    """The signature was good but the ciphertext was made for another key of ours."""
+
+
 class SignatureInvalid(CryptoError):
     """A signature does not match the sender's pinned key."""
 

@@ -410,7 +410,7 @@ class Hub:
             return answer(protocol.NOT_FOUND, "no such user", request_id)
         if stored.new:
             self._push(stored.recipient, stored.seq, stored.frame)
-        return {"response": protocol.OK, "id": stored.message_id}
+        return {"response": protocol.OK, "id": stored.message_id, "server_time": stored.server_time}
 
     def _push(self, recipient: str, seq: int, frame: dict[str, Any]) -> None:
         target = self.online.get(recipient)

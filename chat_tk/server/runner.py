@@ -17,7 +17,7 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from chat_tk import protocol
+from chat_tk import crypto, protocol
 from chat_tk.errors import ChatError, RemoteProtocolError
 from chat_tk.server import security
 from chat_tk.server.hub import password_problem
@@ -61,8 +61,9 @@ class HostedServer:
     open registration, so that a double-click is enough to start chatting.
     """
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, server_pair: crypto.KeyPair | None = None) -> None:
         self.config = config
+        self.server_pair = server_pair
         self.port = config.port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -87,7 +88,9 @@ class HostedServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = await self._loop.run_in_executor(None, ChatServer, self.config)
+        server = await self._loop.run_in_executor(
+            None, ChatServer, self.config, self.server_pair
+        )
         await server.start()
         self._started.set_result(server.port)
         try:

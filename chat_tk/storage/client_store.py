@@ -54,7 +54,8 @@ SCHEMA = (
 PENDING = "pending"  # written, not yet stored by the server (the outbox)
 STORED = "stored"  # the server answered 200
 DELIVERED = "delivered"  # the recipient acknowledged it
-FAILED = "failed"  # the server refused it, or the recipient could not open it
+FAILED = "failed"  # the server refused it
+REJECTED = "rejected"  # the recipient could not open it (made for an old key of theirs)
 RECEIVED = "received"
 UNREADABLE = "unreadable"  # could not be verified or decrypted; `problem` says why
 
@@ -270,6 +271,23 @@ class ClientStore:
         self.conn.execute(
             "UPDATE messages SET text = ?, state = ?, problem = NULL, payload = NULL WHERE seq = ?",
             (text, RECEIVED, seq),
+        )
+        return self.message(seq)
+
+    def rejected_to(self, peer_key: str) -> list[MessageRecord]:
+        rows = self.conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE outgoing = 1 AND peer_key = ? "
+            "AND state = ? ORDER BY seq",
+            (peer_key, REJECTED),
+        )
+        return [_record(r) for r in rows]
+
+    def requeue(self, seq: int, new_id: str) -> MessageRecord:
+        """Send a rejected message again, under a new id (the old one is spent)."""
+        self.conn.execute(
+            "UPDATE messages SET id = ?, state = ?, problem = NULL, server_time = NULL "
+            "WHERE seq = ?",
+            (new_id, PENDING, seq),
         )
         return self.message(seq)
 
