@@ -78,6 +78,27 @@ def log(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+class _BriefFormatter(logging.Formatter):
+    """Leaves tracebacks out: a terminal user gets the message, the file the details."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        brief = logging.LogRecord(
+            record.name,
+            record.levelno,
+            record.pathname,
+            record.lineno,
+            record.msg,
+            record.args,
+            None,
+            record.funcName,
+        )
+        brief.created, brief.msecs = record.created, record.msecs
+        text = super().format(brief)
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" ({type(record.exc_info[1]).__name__}; details in the log file)"
+        return text
+
+
 def configure_logging(log_file: Path | None, verbose: bool = False) -> None:
     """Send DEBUG and up to `log_file` (rotated) and WARNING (INFO if `verbose`) and
     up to stderr. Calling it again replaces the handlers the previous call added."""
@@ -108,4 +129,5 @@ def configure_logging(log_file: Path | None, verbose: bool = False) -> None:
     for handler in _installed_handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
+    stderr_handler.setFormatter(_BriefFormatter(LOG_FORMAT))
     logger.debug("logging configured: file=%s verbose=%s", log_file, verbose)

@@ -54,6 +54,7 @@ RECONNECT_MAX_SECONDS = 60.0
 OUTBOX_RETRY_SECONDS = 5.0
 NOTICE_ENCODING = "chat_tk-notice-v1"
 KNOWN_SERVERS_FILE = "known_servers.sqlite"
+NO_SUCH_USER = "no such user"
 
 
 class _ConnectionDropped(Exception):
@@ -187,6 +188,10 @@ class ChatClient(metaclass=ClientVerifier):
 
     def mark_read(self, peer: str) -> None:
         self._commands.put(lambda: self._mark_read(peer))
+
+    def outbox_size(self) -> int:
+        """Messages written but not yet stored by the server."""
+        return len(self.store.outbox())
 
     def history(self, peer: str, limit: int = 1000) -> list[MessageRecord]:
         """Messages with a peer from the local database, oldest first (any thread)."""
@@ -685,9 +690,12 @@ class ChatClient(metaclass=ClientVerifier):
         pinned = self.store.peer_key(name_key(peer))
         if pinned is None:
             fetched = self._check_peer_key(peer)
-            if fetched is None:
-                return None, f"waiting for {peer} to log in once (no key yet)"
-            return fetched, None
+            if fetched is not None:
+                return fetched, None
+            self._load_users()
+            if name_key(peer) not in {name_key(n) for n in self.store.users()}:
+                return None, NO_SUCH_USER
+            return None, f"waiting for {peer} to log in once (no key yet)"
         if pinned.offered_pem is not None:
             return None, f"{peer}'s key changed: compare safety numbers and accept it to send"
         return crypto.load_public_key(pinned.pem), None
@@ -697,17 +705,18 @@ class ChatClient(metaclass=ClientVerifier):
         if self._sock is None or self._pair is None:
             return
         self._outbox_due = 0.0
-        blocked: dict[str, str | None] = {}
+        keys: dict[str, tuple[crypto.PublicKey | None, str | None]] = {}
 
         for record in self.store.outbox():
             if record.id in self._in_flight:
                 continue
             peer_key = name_key(record.peer)
-            if peer_key not in blocked:
-                key, reason = self._key_for_sending(record.peer)
-                blocked[peer_key] = reason
-            reason = blocked[peer_key]
-            if reason is not None:
+            if peer_key not in keys:
+                keys[peer_key] = self._key_for_sending(record.peer)
+            key, reason = keys[peer_key]
+            if reason == NO_SUCH_USER:
+                self._emit(ev.MessageUpdated(self.store.set_state(record.seq, cs.FAILED, reason)))
+            elif reason is not None:
                 if record.problem != reason:
                     self._emit(ev.MessageUpdated(self.store.set_state(record.seq, cs.PENDING, reason)))
                 continue
@@ -744,7 +753,7 @@ class ChatClient(metaclass=ClientVerifier):
         elif code == protocol.TOO_MANY:
             self._outbox_due = time.monotonic() + OUTBOX_RETRY_SECONDS
         elif code == protocol.NOT_FOUND:
-            self._emit(ev.MessageUpdated(self.store.set_state(seq, cs.FAILED, "no such user")))
+            self._emit(ev.MessageUpdated(self.store.set_state(seq, cs.FAILED, NO_SUCH_USER)))
         else:
             problem = f"refused by the server: {reply.get('error', code)}"
             self._emit(ev.MessageUpdated(self.store.set_state(seq, cs.FAILED, problem)))
