@@ -107,6 +107,10 @@ class Connection:
         except (ConnectionError, OSError) as exc:
             log.info("%s: connection lost: %s", self.address, exc)
         finally:
+            # Answer what was already read (a stop or a closed peer); then close.
+            if not self.closed:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(self.answers.join(), SHUTDOWN_GRACE_SECONDS)
             responder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await responder
