@@ -1,0 +1,224 @@
+"""A fuzz run of the live server over loopback with random and mutated frames.
+
+The server must never crash or answer 500: every frame gets a 4xx/2xx answer or the
+connection is closed, and other connections keep being served throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import time
+from typing import Any
+
+from chat_tk import crypto, protocol
+
+FUZZ_FRAMES = 4000
+SEED = 20261203
+ACTIONS = [
+    "register",
+    "authenticate",
+    "presence",
+    "get_contacts",
+    "add_contact",
+    "del_contact",
+    "get_users",
+    "get_online",
+    "pubkey_need",
+    "probe",
+    "msg",
+    "ack",
+    "exit",
+    "quit",
+    "nope",
+]
+ALLOWED_CODES = {200, 201, 202, 400, 401, 402, 403, 404, 409, 429, 511}
+
+
+class RawConnection:
+    """Just enough of a client to log in and throw frames at the server."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.decoder = protocol.FrameDecoder()
+        self.frames: list[dict[str, Any]] = []
+        self.hello = self.next_frame()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def next_frame(self) -> dict[str, Any]:
+        while not self.frames:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            self.frames.extend(
+                f for f in self.decoder.feed(data) if isinstance(f, dict)
+            )
+        return self.frames.pop(0)
+
+    def answer(self) -> dict[str, Any]:
+        """The next answer, skipping pushes (msg, contact_status, ...)."""
+        while True:
+            frame = self.next_frame()
+            if "response" in frame:
+                return frame
+
+    def login(self, name: str, password: str, register: bool) -> None:
+        key = crypto.load_public_key(self.hello["key"])
+        for action in (["register"] if register else []) + ["authenticate"]:
+            sealed = crypto.seal_password(password, self.hello["nonce"], key)
+            user = {"account_name": name, "password": sealed}
+            self.send(
+                protocol.encode({"action": action, "time": time.time(), "user": user})
+            )
+            assert self.answer()["response"] in (200, 201)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    choice = rng.randrange(9 if depth < 3 else 6)
+    if choice == 0:
+        return None
+    if choice == 1:
+        return rng.choice([True, False])
+    if choice == 2:
+        return rng.choice([0, -1, 1e20, 2**70, rng.random(), 7777])
+    if choice == 3:
+        return "".join(
+            rng.choice('aé👋\u200b\u202e\x00\\"z0-_.') for _ in range(rng.randrange(40))
+        )
+    if choice == 4:
+        return "x" * rng.choice([16, 33, 65, 300, 5000])
+    if choice == 5:
+        return rng.choice(["alice", "bob", "", "Алиса", "a" * 40])
+    if choice in (6, 7):
+        return {
+            rng.choice(
+                ["account_name", "password", "status", "public_key", "x"]
+            ): random_json(rng, depth + 1)
+            for _ in range(rng.randrange(4))
+        }
+    return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def random_frame(rng: random.Random, valid_frames: list[bytes]) -> bytes:
+    kind = rng.randrange(4)
+    if kind == 0:  # random bytes, any encoding
+        return (
+            bytes(rng.randrange(256) for _ in range(rng.randrange(200))).replace(
+                b"\n", b""
+            )
+            + b"\n"
+        )
+    if kind == 1:  # a valid frame with some bytes changed, dropped or repeated
+        frame = bytearray(rng.choice(valid_frames)[:-1])
+        for _ in range(rng.randrange(1, 4)):
+            at = rng.randrange(len(frame))
+            operation = rng.randrange(3)
+            if operation == 0:
+                frame[at] = rng.randrange(256)
+            elif operation == 1:
+                del frame[at]
+            else:
+                frame[at:at] = frame[at : at + rng.randrange(1, 20)]
+        return bytes(frame).replace(b"\n", b" ") + b"\n"
+    # a JSON object with a known action and random fields
+    message: dict[str, Any] = {"action": rng.choice(ACTIONS)}
+    for field in rng.sample(
+        [
+            "time",
+            "id",
+            "user",
+            "to",
+            "from",
+            "message",
+            "encoding",
+            "user_id",
+            "user_login",
+            "type",
+        ],
+        rng.randrange(6),
+    ):
+        message[field] = random_json(rng)
+    return json.dumps(message).encode() + b"\n"
+
+
+def test_fuzz_live_server_with_random_and_mutated_frames(server: Any) -> None:
+    rng = random.Random(SEED)
+    now = time.time()
+    valid_frames = [
+        protocol.encode(m)
+        for m in [
+            {"action": "get_contacts", "time": now, "user_login": "fuzzer"},
+            {"action": "add_contact", "time": now, "user_id": "canary"},
+            {
+                "action": "msg",
+                "id": "a" * 20,
+                "time": now,
+                "from": "fuzzer",
+                "to": "canary",
+                "encoding": "x",
+                "message": "opaque",
+            },
+            {
+                "action": "presence",
+                "time": now,
+                "type": "status",
+                "user": {"account_name": "fuzzer", "status": "hi"},
+            },
+            {"action": "pubkey_need", "time": now, "user_login": "canary"},
+            {"action": "ack", "id": "b" * 20},
+        ]
+    ]
+
+    canary = RawConnection(server.port)
+    canary.login("canary", "canary-pw", register=True)
+    first = RawConnection(server.port)
+    first.login("fuzzer", "fuzzer-pw", register=True)
+    first.close()
+
+    tried = closed = 0
+    answers: dict[int, int] = {}
+    conn: RawConnection | None = None
+    logged_in = False
+    while tried < FUZZ_FRAMES:
+        if conn is None:
+            conn = RawConnection(server.port)
+            logged_in = rng.random() < 0.7
+            if logged_in:
+                conn.login("fuzzer", "fuzzer-pw", register=False)
+
+        frame = random_frame(rng, valid_frames)
+        tried += 1
+        try:
+            conn.send(frame)
+            reply = conn.answer()
+        except (ConnectionError, OSError):
+            closed += 1
+            conn.close()
+            conn = None
+            continue
+
+        code = reply["response"]
+        answers[code] = answers.get(code, 0) + 1
+        assert code in ALLOWED_CODES, (frame, reply)
+        if tried % 500 == 0:  # the server keeps serving everyone else
+            canary.send(
+                protocol.encode(
+                    {"action": "probe", "time": time.time(), "id": f"c{tried}"}
+                )
+            )
+            assert canary.answer() == {"response": 200, "id": f"c{tried}"}
+
+    canary.close()
+    if conn is not None:
+        conn.close()
+    print(
+        f"\nfuzz: {tried} frames, {closed} connections closed by the server, answers {sorted(answers.items())}"
+    )
+    assert tried == FUZZ_FRAMES
+    assert answers.get(400, 0) > FUZZ_FRAMES // 10  # the run really exercised refusals
