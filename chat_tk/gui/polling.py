@@ -7,12 +7,13 @@ puts events on the queue, and only the Tk thread takes them off and draws them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import tkinter as tk
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from chat_tk.client import events as ev
 
@@ -26,6 +27,13 @@ BUSY_POLL_MILLISECONDS = 5
 FUTURE_POLL_MILLISECONDS = 100
 
 T = TypeVar("T")
+
+
+def cancel_after(widget: tk.Misc, after_id: str | None) -> None:
+    """Cancel a timer; a destroyed widget has dropped its timers already."""
+    if after_id is not None:
+        with contextlib.suppress(tk.TclError):
+            widget.after_cancel(after_id)
 
 
 class EventPoller:
@@ -52,11 +60,7 @@ class EventPoller:
 
     def stop(self) -> None:
         after_id, self._after_id = self._after_id, None
-        if after_id is not None:
-            try:
-                self._widget.after_cancel(after_id)
-            except tk.TclError:
-                pass  # the widget is already gone, and its timers with it
+        cancel_after(self._widget, after_id)
 
     def _on_poll(self) -> None:
         batch: list[ev.Event] = []
@@ -68,13 +72,17 @@ class EventPoller:
 
         # Schedule the next poll first: if drawing fails, the failure is logged by
         # report_callback_exception and the window still goes on receiving.
-        delay = BUSY_POLL_MILLISECONDS if len(batch) == MAX_EVENTS_PER_POLL else POLL_MILLISECONDS
+        delay = (
+            BUSY_POLL_MILLISECONDS
+            if len(batch) == MAX_EVENTS_PER_POLL
+            else POLL_MILLISECONDS
+        )
         self._after_id = self._widget.after(delay, self._on_poll)
         if batch:
             self._handle(batch)
 
 
-class FutureWatcher:
+class FutureWatcher(Generic[T]):
     """Calls done(future) on the Tk thread once a worker thread has finished it."""
 
     def __init__(
@@ -86,11 +94,7 @@ class FutureWatcher:
 
     def cancel(self) -> None:
         after_id, self._after_id = self._after_id, None
-        if after_id is not None:
-            try:
-                self._widget.after_cancel(after_id)
-            except tk.TclError:
-                pass
+        cancel_after(self._widget, after_id)
 
     def _on_check(self, future: Future[T], done: Callable[[Future[T]], None]) -> None:
         if not future.done():

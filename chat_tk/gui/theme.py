@@ -71,4 +71,8 @@ def font_spec(
     run, and Tk must only be called from the main thread.
     """
     base = tkfont.nametofont("TkDefaultFont", widget)
-    return (str(base.actual("family")), int(base.actual("size")) + extra_points, *styles)
+    return (
+        str(base.actual("family")),
+        int(base.actual("size")) + extra_points,
+        *styles,
+    )
