@@ -62,8 +62,8 @@ def prepare_root(root: tk.Tk) -> None:
 
 
 def font_spec(
-    widget: tk.Misc, extra_points: int = 0, *styles: str
-) -> tuple[str | int, ...]:
+    widget: tk.Misc, extra_points: int = 0, style: str = "normal"
+) -> tuple[str, int, str]:
     """A font description based on the default font, e.g. font_spec(w, 0, "bold").
 
     Plain tuples rather than tkinter.font.Font objects: a Font deletes itself in
@@ -71,8 +71,4 @@ def font_spec(
     run, and Tk must only be called from the main thread.
     """
     base = tkfont.nametofont("TkDefaultFont", widget)
-    return (
-        str(base.actual("family")),
-        int(base.actual("size")) + extra_points,
-        *styles,
-    )
+    return (str(base.actual("family")), int(base.actual("size")) + extra_points, style)
