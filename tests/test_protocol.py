@@ -10,7 +10,7 @@ import json
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chat_tk import protocol
@@ -679,6 +679,8 @@ request_values = st.recursive(
     user=st.none() | st.dictionaries(st.sampled_from(USER_FIELDS), request_values, max_size=4),
     me=st.none() | st.sampled_from(["alice", "Борис"]),
 )
+@example(action="probe", clock=10**400, fields={}, user=None, me=None)
+@example(action="msg", clock=DROP, fields={"id": [MSG_ID]}, user={"account_name": {}}, me="alice")
 def test_parse_request_only_returns_a_request_or_raises_a_protocol_error(action, clock, fields, user, me):
     message = {"action": action, **fields}
     if clock is not DROP:

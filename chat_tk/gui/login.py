@@ -91,7 +91,7 @@ class LoginDialog(ttk.Frame):
         self._hosting_note: str | None = None
         self._local_check: FutureWatcher[bool] | None = None
         self._hosting_start: FutureWatcher[tuple[int, list[str]]] | None = None
-        self._register = False
+        self._register_mode = False
         self._phase = ""
         self._phase_started = 0.0
         self._tick_id: str | None = None
@@ -317,7 +317,7 @@ class LoginDialog(ttk.Frame):
             return
 
         log.info("logging in to %s:%d (register=%s)", host, port, register)
-        self._register = register
+        self._register_mode = register
         self._client = client
         self._poller = EventPoller(self, client.events, self._on_events)
         self._set_working(f"Connecting to {host}:{port}…")
@@ -373,7 +373,7 @@ class LoginDialog(ttk.Frame):
         log.info("login failed: %s", event.reason)
 
         unreachable = isinstance(event, ev.LoginFailed) and event.unreachable
-        if self._hosting is not None and not unreachable and not self._register:
+        if self._hosting is not None and not unreachable and not self._register_mode:
             message += (
                 " The server started here has no accounts yet: use Create account."
             )
@@ -426,7 +426,7 @@ class LoginDialog(ttk.Frame):
             "if you have none on it."
         )
         self.set_idle()
-        self._submit(self._register)
+        self._submit(self._register_mode)
 
     def _on_decline_hosting(self, junk_event: object = None) -> None:
         self.offer_frame.grid_remove()

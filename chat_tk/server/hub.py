@@ -32,6 +32,9 @@ LOGIN_FAILURES_PER_NAME = 5
 LOGIN_FAILURES_PER_ADDRESS = 30
 LOGIN_WINDOW_SECONDS = 60.0
 LOGIN_LOCKOUT_SECONDS = 120.0
+# At most this many frames (each under 64 KiB) are written before waiting for the
+# peer to read, which keeps a login's backlog under the pending-output cap.
+FLUSH_FRAMES_BETWEEN_DRAINS = 16
 
 
 @dataclass
@@ -57,6 +60,8 @@ class Session:
     address: str
     send: Callable[[dict[str, Any]], None]
     close: Callable[[], None]
+    # Waits until the peer has taken most of what was sent (used for long flushes).
+    drain: Callable[[], Awaitable[None]]
     nonce: str = field(default_factory=lambda: secrets.token_hex(16))
     account: str | None = None  # registered spelling, once authenticated
     key: str | None = None  # name_key of the account
@@ -101,9 +106,13 @@ class Hub:
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
     def new_session(
-        self, address: str, send: Callable[[dict[str, Any]], None], close: Callable[[], None]
+        self,
+        address: str,
+        send: Callable[[dict[str, Any]], None],
+        close: Callable[[], None],
+        drain: Callable[[], Awaitable[None]],
     ) -> Session:
-        session = Session(address, send, close)
+        session = Session(address, send, close, drain)
         session.requests = security.TokenBucket(
             self.limits.requests_per_second, self.limits.request_burst
         )
@@ -283,28 +292,38 @@ class Hub:
         return None
 
     async def _flush_queue(self, session: Session) -> None:
-        """Send what waited for this user, then what arrived while we were reading."""
+        """Send what waited for this user, then what arrived while we were reading.
+
+        Pages through the queue and waits for the peer to read between pages, so a
+        long backlog never trips the cap on pending output.
+        """
         key = session.key
         assert key is not None
-        pending = await self._db(lambda c: store.pending_messages(c, key))
-        receipts = await self._db(lambda c: store.pending_receipts(c, key))
+        last_seq = flushed = 0
+        while not session.closing:
+            page = await self._db(lambda c: store.pending_messages(c, key, last_seq))
+            if not page:
+                break
+            for seq, frame in page:
+                session.send(frame)
+                last_seq = seq
+                flushed += 1
+                if flushed % FLUSH_FRAMES_BETWEEN_DRAINS == 0:
+                    await session.drain()
 
-        last_seq = 0
-        for seq, frame in pending:
-            session.send(frame)
-            last_seq = seq
         for seq, frame in session.held_pushes:
             if seq > last_seq:
                 session.send(frame)
         session.held_pushes.clear()
         session.flushing = False
 
+        receipts = await self._db(lambda c: store.pending_receipts(c, key))
         for message_id, recipient, acked in receipts:
             session.send({"action": "delivered", "id": message_id, "to": recipient, "time": acked})
         if receipts:
             ids = [r[0] for r in receipts]
             await self._db(lambda c: store.mark_receipts_sent(c, key, ids))
-        log.debug("%s: flushed %d queued messages", session.address, len(pending))
+        log.debug("%s: flushed %d queued messages", session.address, flushed)
 
     def _forget(self, session: Session) -> None:
         if session.key is not None and self.online.get(session.key) is session:

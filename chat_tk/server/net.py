@@ -71,7 +71,7 @@ class Connection:
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.address = f"{peer[0]}:{peer[1]}"
         self.closed = False
-        self.session: Session = hub.new_session(self.address, self.send, self.abort)
+        self.session: Session = hub.new_session(self.address, self.send, self.abort, self.drain)
         self.answers: asyncio.Queue[Awaitable[dict[str, Any] | None]] = asyncio.Queue(
             MAX_ANSWERS_IN_FLIGHT
         )
@@ -91,6 +91,16 @@ class Connection:
         buffered = self.writer.transport.get_write_buffer_size()
         if buffered > MAX_PENDING_OUTPUT_BYTES:
             log.warning("%s: peer is not reading (%d bytes pending); closing", self.address, buffered)
+            self.abort()
+
+    async def drain(self) -> None:
+        """Wait (bounded by the idle timeout) until the peer has read most output."""
+        if self.closed:
+            return
+        try:
+            await asyncio.wait_for(self.writer.drain(), IDLE_TIMEOUT_SECONDS)
+        except (asyncio.TimeoutError, ConnectionError):
+            log.warning("%s: peer stopped reading during a flush; closing", self.address)
             self.abort()
 
     def abort(self) -> None:

@@ -222,12 +222,14 @@ def store_message(
     return StoredMessage(seq, sender, message_id, recipient, frame, now, True)
 
 
-def pending_messages(conn: sqlite3.Connection, recipient: str) -> list[tuple[int, dict[str, Any]]]:
-    """Every message not yet acknowledged by `recipient`, oldest first."""
+def pending_messages(
+    conn: sqlite3.Connection, recipient: str, after_seq: int = 0, limit: int = 500
+) -> list[tuple[int, dict[str, Any]]]:
+    """Messages not yet acknowledged by `recipient`, oldest first, one page at a time."""
     rows = conn.execute(
         "SELECT seq, frame FROM messages WHERE recipient = ? AND acked_time IS NULL "
-        "ORDER BY seq",
-        (recipient,),
+        "AND seq > ? ORDER BY seq LIMIT ?",
+        (recipient, after_seq, limit),
     ).fetchall()
     return [(int(seq), json.loads(frame)) for seq, frame in rows]
 

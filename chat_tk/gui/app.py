@@ -1,0 +1,119 @@
+"""The desktop app: one Tk root that shows the login dialog, then the main window.
+
+This module owns the life of a window and of the session inside it: what is shown
+when, and that closing it stops the client and any hosted server without making
+the Tk thread wait. Data reaches Tk only through polling.EventPoller.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import tkinter as tk
+from collections.abc import Callable
+from pathlib import Path
+
+from chat_tk import crypto
+from chat_tk.gui import theme
+from chat_tk.gui.background import stop_in_background, wait_for_stops
+from chat_tk.gui.login import LoginDialog, LoginResult
+from chat_tk.gui.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+# On exit, how long the process waits for the client to say goodbye and for a
+# hosted server to close its connections (the window is already gone by then).
+EXIT_WAIT_SECONDS = 15.0
+
+
+class ChatWindow:
+    """One session in one window: a Tk root in the app, a Toplevel in the tests."""
+
+    def __init__(
+        self,
+        window: tk.Tk | tk.Toplevel,
+        *,
+        data_dir: Path,
+        host: str,
+        port: int,
+        account: str | None,
+        key_bits: int = crypto.DEFAULT_KEY_BITS,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
+        self.window = window
+        self.login: LoginDialog | None = None
+        self.main: MainWindow | None = None
+        self.closed = False
+        self.stopping: threading.Thread | None = None
+        self._on_closed_callback = on_closed
+
+        window.title("chat_tk — log in")
+        window.resizable(False, False)
+        window.protocol("WM_DELETE_WINDOW", self.close)
+        self.login = LoginDialog(
+            window,
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            account=account,
+            key_bits=key_bits,
+            on_logged_in=self._on_logged_in,
+            on_cancelled=self.close,
+        )
+        self.login.pack(fill="both", expand=True)
+
+    def _on_logged_in(self, session: LoginResult) -> None:
+        if self.login is not None:
+            self.login.destroy()
+            self.login = None
+        log.info("logged in; showing the main window")
+        self.main = MainWindow(self.window, session, on_quit=self.close)
+        self.main.pack(fill="both", expand=True)
+
+    def close(self) -> None:
+        """Close the window now; the client and hosted server stop on another thread."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.login is not None:
+            self.login.abort()
+        if self.main is not None:
+            self.main.stop()
+            self.stopping = stop_in_background(self.main.client, self.main.hosting)
+        self.window.destroy()
+        if self._on_closed_callback is not None:
+            self._on_closed_callback()
+
+
+def run_gui(
+    data_dir: Path,
+    host: str,
+    port: int,
+    account: str | None,
+    key_bits: int = crypto.DEFAULT_KEY_BITS,
+) -> int:
+    """Run the app until its window closes; returns the exit status."""
+    try:
+        root = tk.Tk(className="chat_tk")
+    except tk.TclError as exc:
+        log.error("cannot open a window: %s", exc)
+        return 1
+    theme.prepare_root(root)
+    ChatWindow(
+        root,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        account=account,
+        key_bits=key_bits,
+    )
+    root.mainloop()
+
+    # Drop every Tk object here, on the main thread, before the interpreter shuts
+    # down: collected later on another thread, they would call Tk from there.
+    del root
+    gc.collect()
+    if not wait_for_stops(EXIT_WAIT_SECONDS):
+        log.warning("the client or the hosted server did not stop in time")
+    return 0
