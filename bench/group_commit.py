@@ -31,10 +31,14 @@ def run(messages: int, senders: int, batch_limit: int) -> float:
     db_module.MAX_BATCH_OPERATIONS = batch_limit
     with tempfile.TemporaryDirectory() as folder:
         worker = db_module.DatabaseWorker(
-            Path(folder) / "bench.sqlite", server_store.SCHEMA, server_store.SCHEMA_VERSION
+            Path(folder) / "bench.sqlite",
+            server_store.SCHEMA,
+            server_store.SCHEMA_VERSION,
         )
         for name in ("alice", "bob"):
-            worker.call(lambda c, n=name: server_store.create_account(c, n, n, n, "h", 0.0))
+            worker.call(
+                lambda c, n=name: server_store.create_account(c, n, n, n, "h", 0.0)
+            )
 
         per_sender = messages // senders
 
@@ -66,7 +70,9 @@ def run(messages: int, senders: int, batch_limit: int) -> float:
         worker.close()
 
     rate = per_sender * senders / elapsed
-    print(f"  batch limit {batch_limit:>4}: {rate:8.0f} msg/s, {per_sender * senders} messages in {batches} commits, {elapsed:.2f} s")
+    print(
+        f"  batch limit {batch_limit:>4}: {rate:8.0f} msg/s, {per_sender * senders} messages in {batches} commits, {elapsed:.2f} s"
+    )
     return rate
 
 
@@ -79,7 +85,9 @@ def main() -> None:
     print(f"{args.messages} messages from {args.senders} senders, synchronous=FULL")
     grouped = run(args.messages, args.senders, 512)
     baseline = run(args.messages, args.senders, 1)
-    print(f"group commit is {grouped / baseline:.1f}x the one-commit-per-message baseline")
+    print(
+        f"group commit is {grouped / baseline:.1f}x the one-commit-per-message baseline"
+    )
 
 
 if __name__ == "__main__":

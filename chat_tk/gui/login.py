@@ -30,7 +30,7 @@ from chat_tk.gui.polling import EventPoller, FutureWatcher
 log = logging.getLogger(__name__)
 
 ELAPSED_TICK_MILLISECONDS = 250
-STATUS_WRAP_PIXELS = 380
+STATUS_WRAP_PIXELS = 470
 MAX_PORT = 65_535
 
 
@@ -166,17 +166,15 @@ class LoginDialog(ttk.Frame):
         self.offer_label = ttk.Label(
             self.offer_frame, wraplength=STATUS_WRAP_PIXELS, justify="left"
         )
-        self.offer_label.grid(row=0, column=0, columnspan=2, sticky="w")
         self.host_button = ttk.Button(
             self.offer_frame, text="Host a server here", command=self._on_host_server
         )
         self.decline_button = ttk.Button(
             self.offer_frame, text="No, thanks", command=self._on_decline_hosting
         )
-        self.host_button.grid(row=1, column=0, sticky="w", pady=(theme.SMALL_PAD, 0))
-        self.decline_button.grid(
-            row=1, column=1, sticky="w", pady=(theme.SMALL_PAD, 0), padx=(theme.PAD, 0)
-        )
+        self.offer_label.pack(side="top", anchor="w", pady=(0, theme.SMALL_PAD))
+        self.host_button.pack(side="left")
+        self.decline_button.pack(side="left", padx=(theme.PAD, 0))
 
     def _build_buttons(self) -> None:
         buttons = ttk.Frame(self, padding=(0, theme.PAD * 2, 0, 0))

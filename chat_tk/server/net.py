@@ -228,6 +228,10 @@ class ChatServer(metaclass=ServerVerifier):
         self.connections.add(task)
         try:
             await Connection(self.hub, reader, writer).run()
+        except asyncio.CancelledError:
+            # stop() cancels connections; ending quietly keeps asyncio's stream
+            # callback from reporting the cancellation as an error.
+            pass
         finally:
             self.connections.discard(task)
 
