@@ -11,7 +11,9 @@ failure kind to the wrong-password baseline; a ratio near 1.0 reveals nothing.
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
+import os
 import socket
 import statistics
 import sys
@@ -82,7 +84,7 @@ def main() -> None:
                 conn = Connection(port)
                 name = "realuser" if kind != "unknown name" else f"nobody{attempt}"
                 if kind == "unopenable seal":
-                    sealed = "AAAA" * 64
+                    sealed = base64.b64encode(os.urandom(256)).decode()  # random, key-sized
                 else:
                     sealed = crypto.seal_password(
                         "wrong-password", conn.hello["nonce"], conn.key

@@ -413,6 +413,30 @@ def test_pending_messages_are_oldest_first(server_db):
     assert [seq for seq, _ in pending] == sorted(seq for seq, _ in pending)
 
 
+def all_pending(conn, recipient):
+    """Read a recipient's whole backlog page by page, as a login does."""
+    pending, after = [], 0
+    while page := store.pending_messages(conn, recipient, after_seq=after, limit=100):
+        pending.extend(page)
+        after = page[-1][0]
+    return pending
+
+
+def test_pending_messages_come_in_pages(server_db):
+    register(server_db, "alice")
+    register(server_db, "bob")
+    for n in range(250):
+        store.store_message(server_db, "alice", msg_id(n), "bob", frame_for("alice", "bob", n), NOW)
+    store.acknowledge(server_db, "bob", msg_id(100), NOW)
+
+    first = store.pending_messages(server_db, "bob", limit=100)
+    second = store.pending_messages(server_db, "bob", after_seq=first[-1][0], limit=100)
+
+    assert [f["id"] for _, f in first] == [msg_id(n) for n in range(100)]
+    assert [f["id"] for _, f in second] == [msg_id(n) for n in range(101, 201)]
+    assert [f["id"] for _, f in all_pending(server_db, "bob")] == [msg_id(n) for n in range(250) if n != 100]
+
+
 def test_acknowledged_message_leaves_a_tombstone(server_db):
     register(server_db, "alice")
     register(server_db, "bob")
@@ -524,7 +548,7 @@ def test_case_05_server_store_under_concurrent_senders(tmp_path):
         assert reader_errors == []
         assert len(results) == 4000
         assert all(r.new for r in results)
-        pending = worker.call(lambda conn: store.pending_messages(conn, "inbox"))
+        pending = worker.call(lambda conn: all_pending(conn, "inbox"))
         assert len(pending) == 4000
         assert len({(f["from"], f["id"]) for _, f in pending}) == 4000
         stats = worker.call(store.account_stats)
