@@ -226,6 +226,9 @@ class ChatClient(metaclass=ClientVerifier):
     def _run(self) -> None:
         try:
             self._keep_connected()
+        except ChatError as exc:  # a damaged database file, for example: say which
+            log.error("client stopped: %s", exc)
+            self._emit(ev.SessionEnded(str(exc)) if self._ever_logged_in else ev.LoginFailed(str(exc)))
         except Exception as exc:  # the thread must report, never vanish silently
             log.exception("socket thread failed")
             self._emit(ev.SessionEnded(f"internal error: {exc}"))
