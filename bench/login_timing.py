@@ -84,7 +84,9 @@ def main() -> None:
                 conn = Connection(port)
                 name = "realuser" if kind != "unknown name" else f"nobody{attempt}"
                 if kind == "unopenable seal":
-                    sealed = base64.b64encode(os.urandom(256)).decode()  # random, key-sized
+                    sealed = base64.b64encode(
+                        os.urandom(256)
+                    ).decode()  # random, key-sized
                 else:
                     sealed = crypto.seal_password(
                         "wrong-password", conn.hello["nonce"], conn.key

@@ -10,7 +10,6 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from chat_tk import __version__
 from chat_tk.errors import ChatError
@@ -37,29 +36,69 @@ def client_parser() -> argparse.ArgumentParser:
         prog="chat_tk",
         description="chat_tk messenger. Run 'chat_tk server --help' for the server.",
     )
-    parser.add_argument("-a", "--addr", default="localhost", help="server address (default: localhost)")
-    parser.add_argument("-p", "--port", type=_port, default=DEFAULT_PORT, help="server port (default: 7777)")
+    parser.add_argument(
+        "-a", "--addr", default="localhost", help="server address (default: localhost)"
+    )
+    parser.add_argument(
+        "-p",
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help="server port (default: 7777)",
+    )
     parser.add_argument("-u", "--user", help="account name to fill in")
-    parser.add_argument("--console", action="store_true", help="use the terminal instead of a window")
-    parser.add_argument("--register", action="store_true", help="(console) create the account first")
-    parser.add_argument("--data-dir", help="folder for databases, keys and logs (or set CHAT_TK_HOME)")
-    parser.add_argument("--forget-server", metavar="HOST:PORT", help="forget a pinned server key, then exit")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print informational logs too")
+    parser.add_argument(
+        "--console", action="store_true", help="use the terminal instead of a window"
+    )
+    parser.add_argument(
+        "--register", action="store_true", help="(console) create the account first"
+    )
+    parser.add_argument(
+        "--data-dir", help="folder for databases, keys and logs (or set CHAT_TK_HOME)"
+    )
+    parser.add_argument(
+        "--forget-server",
+        metavar="HOST:PORT",
+        help="forget a pinned server key, then exit",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print informational logs too"
+    )
     parser.add_argument("--version", action="version", version=f"chat_tk {__version__}")
     return parser
 
 
 def server_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chat_tk server", description="Run the chat_tk server.")
-    parser.add_argument("-a", "--addr", default="0.0.0.0", help="address to listen on (default: all)")
-    parser.add_argument("-p", "--port", type=_port, default=DEFAULT_PORT, help="port (default: 7777)")
+    parser = argparse.ArgumentParser(
+        prog="chat_tk server", description="Run the chat_tk server."
+    )
+    parser.add_argument(
+        "-a", "--addr", default="0.0.0.0", help="address to listen on (default: all)"
+    )
+    parser.add_argument(
+        "-p", "--port", type=_port, default=DEFAULT_PORT, help="port (default: 7777)"
+    )
     parser.add_argument("--data-dir", help="folder for the server database and logs")
-    parser.add_argument("--open-registration", action="store_true", help="let anyone create an account")
+    parser.add_argument(
+        "--open-registration", action="store_true", help="let anyone create an account"
+    )
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--add-user", metavar="NAME", help="create an account (password from a prompt or stdin)")
-    group.add_argument("--remove-user", metavar="NAME", help="delete an account and its queued messages")
-    group.add_argument("--list-users", action="store_true", help="list accounts with message counts")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print informational logs too")
+    group.add_argument(
+        "--add-user",
+        metavar="NAME",
+        help="create an account (password from a prompt or stdin)",
+    )
+    group.add_argument(
+        "--remove-user",
+        metavar="NAME",
+        help="delete an account and its queued messages",
+    )
+    group.add_argument(
+        "--list-users", action="store_true", help="list accounts with message counts"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print informational logs too"
+    )
     parser.add_argument("--version", action="version", version=f"chat_tk {__version__}")
     return parser
 
@@ -69,7 +108,11 @@ def run_server_command(argv: Sequence[str]) -> int:
     from chat_tk.server.net import ServerConfig
 
     args = server_parser().parse_args(argv)
-    data_dir = resolve_data_dir(args.data_dir) if args.data_dir else resolve_data_dir(None) / "server"
+    data_dir = (
+        resolve_data_dir(args.data_dir)
+        if args.data_dir
+        else resolve_data_dir(None) / "server"
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(data_dir / "logs" / "server.log", verbose=True)
 
@@ -104,7 +147,9 @@ def run_client_command(argv: Sequence[str]) -> int:
         from chat_tk.client.core import KNOWN_SERVERS_FILE
         from chat_tk.storage.client_store import KnownServers
 
-        forgotten = KnownServers(data_dir / KNOWN_SERVERS_FILE).forget(args.forget_server)
+        forgotten = KnownServers(data_dir / KNOWN_SERVERS_FILE).forget(
+            args.forget_server
+        )
         print(("forgot " if forgotten else "no pinned key for ") + args.forget_server)
         return 0
     if args.console:

@@ -146,7 +146,13 @@ def open_sealed_password(sealed: str, nonce: str, server_pair: KeyPair) -> str:
         plain = json.loads(rsa.decrypt(ciphertext, server_pair.private).decode("utf-8"))
         password = plain["password"]
         sealed_nonce = plain["nonce"]
-    except (binascii.Error, ValueError, KeyError, TypeError, rsa.DecryptionError) as exc:
+    except (
+        binascii.Error,
+        ValueError,
+        KeyError,
+        TypeError,
+        rsa.DecryptionError,
+    ) as exc:
         raise DecryptionFailed("sealed password does not open") from exc
 
     if not isinstance(password, str) or not isinstance(sealed_nonce, str):
@@ -184,16 +190,21 @@ def _encrypt_blocks(data: bytes, key: PublicKey) -> bytes:
 def _decrypt_blocks(data: bytes, pair: KeyPair) -> bytes:
     size = pair.public.block_bytes
     if not data or len(data) % size:
-        raise WrongRecipientKey("ciphertext does not fit your key (made for another key?)")
+        raise WrongRecipientKey(
+            "ciphertext does not fit your key (made for another key?)"
+        )
     try:
         return b"".join(
-            rsa.decrypt(data[i : i + size], pair.private) for i in range(0, len(data), size)
+            rsa.decrypt(data[i : i + size], pair.private)
+            for i in range(0, len(data), size)
         )
     except rsa.DecryptionError as exc:
         raise WrongRecipientKey("ciphertext does not open with your key") from exc
 
 
-def _signed_bytes(sender: str, recipient: str, message_id: str, r: bytes, s: bytes) -> bytes:
+def _signed_bytes(
+    sender: str, recipient: str, message_id: str, r: bytes, s: bytes
+) -> bytes:
     header = json.dumps([name_key(sender), name_key(recipient), message_id])
     lengths = f"{len(r)} {len(s)}\n".encode("ascii")
     return _SIGNED_PREFIX + header.encode("utf-8") + b"\n" + lengths + r + s
@@ -241,7 +252,9 @@ def _parse_envelope(payload: str) -> tuple[bytes, bytes, bytes]:
             base64.b64decode(envelope["sig"], validate=True),
         )
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise DecryptionFailed("the envelope is not valid (bad JSON or base64)") from exc
+        raise DecryptionFailed(
+            "the envelope is not valid (bad JSON or base64)"
+        ) from exc
 
 
 def open_envelope(
@@ -285,7 +298,9 @@ def open_envelope(
 
 def sign_notice(data: bytes, pair: KeyPair) -> str:
     """Sign a small control notice (for example 'I could not decrypt message X')."""
-    return base64.b64encode(rsa.sign(data, pair.private, _SIGNATURE_HASH)).decode("ascii")
+    return base64.b64encode(rsa.sign(data, pair.private, _SIGNATURE_HASH)).decode(
+        "ascii"
+    )
 
 
 def verify_notice(data: bytes, signature: str, key: PublicKey) -> None:

@@ -53,13 +53,17 @@ ACTIONS_BEFORE_LOGIN = frozenset({"register", "authenticate", "exit", "quit", "p
 def encode(message: dict[str, Any]) -> bytes:
     """Serialise one message as a JSON Lines frame, refusing what the peer must refuse."""
     try:
-        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(
+            message, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise LocalProtocolError(f"message cannot be encoded: {exc}") from exc
 
     frame = text.encode("utf-8") + b"\n"
     if len(frame) > MAX_FRAME_BYTES:
-        raise LocalProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
+        raise LocalProtocolError(
+            f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}"
+        )
     return frame
 
 
@@ -77,7 +81,9 @@ def parse_frame(line: bytes) -> dict[str, Any]:
         text = line.decode("utf-8")
         value = json.loads(text, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise RemoteProtocolError(f"frame is not valid JSON: {type(exc).__name__}") from exc
+        raise RemoteProtocolError(
+            f"frame is not valid JSON: {type(exc).__name__}"
+        ) from exc
 
     if not isinstance(value, dict):
         raise RemoteProtocolError("frame is not a JSON object")
@@ -144,7 +150,9 @@ class FrameDecoder:
 # --------------------------------------------------------------------------- answers
 
 
-def answer(code: int, text: Any = None, request_id: str | None = None) -> dict[str, Any]:
+def answer(
+    code: int, text: Any = None, request_id: str | None = None
+) -> dict[str, Any]:
     """Build an answer frame: `alert` for 1xx/2xx/511, `error` for the other codes."""
     key = "alert" if code in _ALERT_CODES else "error"
     message: dict[str, Any] = {"response": code}
@@ -198,7 +206,9 @@ def normalize_account_name(raw: Any) -> str:
         raise RemoteProtocolError("account name must be a string")
     name = unicodedata.normalize("NFC", raw)
     if not 1 <= len(name) <= MAX_NAME_CHARS:
-        raise RemoteProtocolError(f"account name must be 1 to {MAX_NAME_CHARS} characters")
+        raise RemoteProtocolError(
+            f"account name must be 1 to {MAX_NAME_CHARS} characters"
+        )
 
     for char in name:
         category = unicodedata.category(char)
@@ -395,7 +405,11 @@ def parse_request(message: dict[str, Any], me: str | None = None) -> Request:
 
     if action in ("register", "authenticate"):
         name, sealed = _login_request(message)
-        return Register(name, sealed) if action == "register" else Authenticate(name, sealed)
+        return (
+            Register(name, sealed)
+            if action == "register"
+            else Authenticate(name, sealed)
+        )
     if action in ("exit", "quit"):
         return Exit()
     if action == "probe":
@@ -408,7 +422,9 @@ def parse_request(message: dict[str, Any], me: str | None = None) -> Request:
         _check_me(user, "account_name", me)
         status = user.get("status", "")
         if not isinstance(status, str) or len(status) > MAX_STATUS_CHARS:
-            raise RemoteProtocolError(f"'status' must be a string of at most {MAX_STATUS_CHARS}")
+            raise RemoteProtocolError(
+                f"'status' must be a string of at most {MAX_STATUS_CHARS}"
+            )
         key = user.get("public_key")
         if key is not None:
             key = _require_str(user, "public_key", MAX_PUBLIC_KEY_CHARS)
@@ -432,8 +448,12 @@ def parse_request(message: dict[str, Any], me: str | None = None) -> Request:
         return _parse_send(message, me)
     if action == "ack":
         message_id = message.get("id")
-        if not isinstance(message_id, str) or not MESSAGE_ID_PATTERN.fullmatch(message_id):
-            raise RemoteProtocolError("'id' must be 16 to 64 characters of A-Z a-z 0-9 _ -")
+        if not isinstance(message_id, str) or not MESSAGE_ID_PATTERN.fullmatch(
+            message_id
+        ):
+            raise RemoteProtocolError(
+                "'id' must be 16 to 64 characters of A-Z a-z 0-9 _ -"
+            )
         return Ack(message_id)
 
     raise UnknownAction(f"unknown action {action[:40]!r}")

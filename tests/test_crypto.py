@@ -63,15 +63,35 @@ def text_of_bytes(size):
 
 
 def seal(text, sender_pair, recipient_pair, sender="alice", recipient="bob"):
-    return seal_envelope(text, sender, recipient, MSG_ID, SENT, sender_pair, recipient_pair.public)
+    return seal_envelope(
+        text, sender, recipient, MSG_ID, SENT, sender_pair, recipient_pair.public
+    )
 
 
-def open_as_recipient(payload, sender_pair, recipient_pair, sender="alice", recipient="bob"):
-    return open_envelope(payload, sender, recipient, MSG_ID, sender_pair.public, recipient_pair, i_am_sender=False)
+def open_as_recipient(
+    payload, sender_pair, recipient_pair, sender="alice", recipient="bob"
+):
+    return open_envelope(
+        payload,
+        sender,
+        recipient,
+        MSG_ID,
+        sender_pair.public,
+        recipient_pair,
+        i_am_sender=False,
+    )
 
 
 def open_as_sender(payload, sender_pair, sender="alice", recipient="bob"):
-    return open_envelope(payload, sender, recipient, MSG_ID, sender_pair.public, sender_pair, i_am_sender=True)
+    return open_envelope(
+        payload,
+        sender,
+        recipient,
+        MSG_ID,
+        sender_pair.public,
+        sender_pair,
+        i_am_sender=True,
+    )
 
 
 def msg_frame(payload, sender="alice", recipient="bob", message_id=MSG_ID):
@@ -124,16 +144,27 @@ def test_largest_text_round_trips_and_fits_the_msg_frame(bits, request):
     sender, recipient, message_id = "𠀀" * 32, "𠀁" * 32, "Z" * 64
     text = text_of_bytes(MAX_TEXT_BYTES)
 
-    payload = seal_envelope(text, sender, recipient, message_id, -1.2345678901234567e-300, pair, pair.public)
+    payload = seal_envelope(
+        text, sender, recipient, message_id, -1.2345678901234567e-300, pair, pair.public
+    )
     frame = msg_frame(payload, sender, recipient, message_id)
 
     assert len(frame) <= protocol.MAX_CLIENT_MSG_FRAME_BYTES
-    opened = open_envelope(payload, sender, recipient, message_id, pair.public, pair, i_am_sender=False)
+    opened = open_envelope(
+        payload, sender, recipient, message_id, pair.public, pair, i_am_sender=False
+    )
     assert opened.text == text
-    assert open_envelope(payload, sender, recipient, message_id, pair.public, pair, i_am_sender=True).text == text
+    assert (
+        open_envelope(
+            payload, sender, recipient, message_id, pair.public, pair, i_am_sender=True
+        ).text
+        == text
+    )
 
 
-def test_largest_text_on_the_smallest_accepted_key_fits_or_is_refused_before_sending(pair_512):
+def test_largest_text_on_the_smallest_accepted_key_fits_or_is_refused_before_sending(
+    pair_512,
+):
     # load_public_key accepts 512-bit keys; a text the length check allows must then
     # either fit the msg frame or be refused by seal_envelope with TextTooLong.
     text = text_of_bytes(MAX_TEXT_BYTES)
@@ -150,8 +181,13 @@ def test_text_one_byte_over_the_maximum_is_refused(pair_1024, pair_2048):
 
     with pytest.raises(TextTooLong) as caught:
         crypto.check_text_length(text)
-    assert (caught.value.size, caught.value.limit) == (MAX_TEXT_BYTES + 1, MAX_TEXT_BYTES)
-    assert str(caught.value) == f"too long: {MAX_TEXT_BYTES + 1} of {MAX_TEXT_BYTES} bytes"
+    assert (caught.value.size, caught.value.limit) == (
+        MAX_TEXT_BYTES + 1,
+        MAX_TEXT_BYTES,
+    )
+    assert (
+        str(caught.value) == f"too long: {MAX_TEXT_BYTES + 1} of {MAX_TEXT_BYTES} bytes"
+    )
     with pytest.raises(TextTooLong):
         seal(text, pair_1024, pair_2048)
 
@@ -177,7 +213,9 @@ CASE_06 = {
 }
 
 
-@pytest.mark.parametrize(("text", "sender", "recipient"), CASE_06.values(), ids=CASE_06.keys())
+@pytest.mark.parametrize(
+    ("text", "sender", "recipient"), CASE_06.values(), ids=CASE_06.keys()
+)
 def test_case_06_longer_than_one_block(text, sender, recipient, request):
     sender_pair = request.getfixturevalue(sender)
     recipient_pair = request.getfixturevalue(recipient)
@@ -193,14 +231,25 @@ def test_case_06_block_boundaries_of_the_small_key(pair_512):
     # The inner header shifts where blocks end, so walk across several boundaries.
     for size in range(40, 180, 7):
         text = text_of_bytes(size)
-        assert open_as_recipient(seal(text, pair_512, pair_512), pair_512, pair_512).text == text
+        assert (
+            open_as_recipient(seal(text, pair_512, pair_512), pair_512, pair_512).text
+            == text
+        )
 
 
 def test_recipient_cannot_open_the_senders_copy(pair_1024, pair_2048):
     payload = seal("for bob", pair_1024, pair_2048)
 
     with pytest.raises(DecryptionFailed):
-        open_envelope(payload, "alice", "bob", MSG_ID, pair_1024.public, pair_2048, i_am_sender=True)
+        open_envelope(
+            payload,
+            "alice",
+            "bob",
+            MSG_ID,
+            pair_1024.public,
+            pair_2048,
+            i_am_sender=True,
+        )
 
 
 def test_names_compare_ignoring_case(pair_1024, pair_2048):
@@ -208,7 +257,9 @@ def test_names_compare_ignoring_case(pair_1024, pair_2048):
     # the sender typed.
     payload = seal("hi", pair_1024, pair_2048, sender="alice", recipient="Борис")
 
-    opened = open_as_recipient(payload, pair_1024, pair_2048, sender="ALICE", recipient="БОРИС")
+    opened = open_as_recipient(
+        payload, pair_1024, pair_2048, sender="ALICE", recipient="БОРИС"
+    )
 
     assert opened.text == "hi"
 
@@ -251,9 +302,15 @@ TAMPERING = {
         lambda p: edit_envelope(p, r=b64(envelope_bytes(p, "r")[:-10])),
         (SignatureInvalid, DecryptionFailed),
     ),
-    "ciphertext emptied": (lambda p: edit_envelope(p, r=""), (SignatureInvalid, DecryptionFailed)),
+    "ciphertext emptied": (
+        lambda p: edit_envelope(p, r=""),
+        (SignatureInvalid, DecryptionFailed),
+    ),
     "invalid base64": (lambda p: edit_envelope(p, r="not*base64!"), DecryptionFailed),
-    "invalid base64 signature": (lambda p: edit_envelope(p, sig="%%%%"), DecryptionFailed),
+    "invalid base64 signature": (
+        lambda p: edit_envelope(p, sig="%%%%"),
+        DecryptionFailed,
+    ),
     "bad signature": (
         lambda p: edit_envelope(p, sig=b64(flip_middle_byte(envelope_bytes(p, "sig")))),
         SignatureInvalid,
@@ -262,12 +319,17 @@ TAMPERING = {
     "payload a json list": (lambda p: json.dumps([p]), DecryptionFailed),
     "payload plain text": (lambda p: "hello bob", DecryptionFailed),
     "unknown envelope version": (lambda p: edit_envelope(p, v=2), DecryptionFailed),
-    "signature missing": (lambda p: json.dumps({k: v for k, v in json.loads(p).items() if k != "sig"}), DecryptionFailed),
+    "signature missing": (
+        lambda p: json.dumps({k: v for k, v in json.loads(p).items() if k != "sig"}),
+        DecryptionFailed,
+    ),
     "ciphertext not a string": (lambda p: edit_envelope(p, r=12345), DecryptionFailed),
 }
 
 
-@pytest.mark.parametrize(("tamper", "expected"), TAMPERING.values(), ids=TAMPERING.keys())
+@pytest.mark.parametrize(
+    ("tamper", "expected"), TAMPERING.values(), ids=TAMPERING.keys()
+)
 def test_case_07_cannot_decrypt(tamper, expected, pair_1024, pair_2048):
     payload = seal("secret words", pair_1024, pair_2048)
 
@@ -290,7 +352,9 @@ def test_case_07_recipient_regenerated_key_pair(pair_1024):
     with pytest.raises(WrongRecipientKey) as caught:
         open_as_recipient(payload, pair_1024, new_pair)
     assert isinstance(caught.value, DecryptionFailed)
-    assert open_as_recipient(payload, pair_1024, old_pair).text == "sent to your old key"
+    assert (
+        open_as_recipient(payload, pair_1024, old_pair).text == "sent to your old key"
+    )
 
 
 def test_case_07_recipient_key_of_another_size(pair_1024, pair_2048, pair_512):
@@ -308,27 +372,56 @@ RELAY_CHANGES = {
 }
 
 
-@pytest.mark.parametrize(("sender", "recipient", "message_id"), RELAY_CHANGES.values(), ids=RELAY_CHANGES.keys())
-def test_outer_fields_changed_by_a_relay_are_caught(sender, recipient, message_id, pair_1024, pair_2048):
+@pytest.mark.parametrize(
+    ("sender", "recipient", "message_id"),
+    RELAY_CHANGES.values(),
+    ids=RELAY_CHANGES.keys(),
+)
+def test_outer_fields_changed_by_a_relay_are_caught(
+    sender, recipient, message_id, pair_1024, pair_2048
+):
     payload = seal("to bob only", pair_1024, pair_2048)
 
     # The sender's real key is used, so only the header binding can catch the change.
     with pytest.raises((SignatureInvalid, EnvelopeMismatch)):
-        open_envelope(payload, sender, recipient, message_id, pair_1024.public, pair_2048, i_am_sender=False)
+        open_envelope(
+            payload,
+            sender,
+            recipient,
+            message_id,
+            pair_1024.public,
+            pair_2048,
+            i_am_sender=False,
+        )
 
 
-def test_forwarded_inner_content_is_an_envelope_mismatch(pair_512, pair_1024, pair_2048):
+def test_forwarded_inner_content_is_an_envelope_mismatch(
+    pair_512, pair_1024, pair_2048
+):
     # Bob re-encrypts what Alice sent him to Carol and signs it himself: the signature
     # is good, but the sealed header still says alice -> bob.
-    inner = json.dumps({"from": "alice", "to": "bob", "id": MSG_ID, "time": SENT}).encode() + b"\nhello"
+    inner = (
+        json.dumps({"from": "alice", "to": "bob", "id": MSG_ID, "time": SENT}).encode()
+        + b"\nhello"
+    )
     for_carol = crypto._encrypt_blocks(inner, pair_512.public)
     for_bob = crypto._encrypt_blocks(inner, pair_2048.public)
     signed = crypto._signed_bytes("bob", "carol", MSG_ID, for_carol, for_bob)
     signature = rsa.sign(signed, pair_2048.private, "SHA-256")
-    payload = json.dumps({"v": 1, "r": b64(for_carol), "s": b64(for_bob), "sig": b64(signature)})
+    payload = json.dumps(
+        {"v": 1, "r": b64(for_carol), "s": b64(for_bob), "sig": b64(signature)}
+    )
 
     with pytest.raises(EnvelopeMismatch):
-        open_envelope(payload, "bob", "carol", MSG_ID, pair_2048.public, pair_512, i_am_sender=False)
+        open_envelope(
+            payload,
+            "bob",
+            "carol",
+            MSG_ID,
+            pair_2048.public,
+            pair_512,
+            i_am_sender=False,
+        )
 
 
 def test_signature_must_use_sha256(pair_1024, pair_2048):
@@ -370,7 +463,9 @@ def test_notice_signature_must_use_sha256(pair_1024):
 # --------------------------------------------------------------------------- passwords
 
 
-@pytest.mark.parametrize("password", ["hunter2", "пароль с пробелом", "", 'quo"te\\slash'])
+@pytest.mark.parametrize(
+    "password", ["hunter2", "пароль с пробелом", "", 'quo"te\\slash']
+)
 def test_sealed_password_round_trip(password, pair_2048):
     sealed = seal_password(password, NONCE, pair_2048.public)
 
@@ -402,7 +497,17 @@ def test_garbage_sealed_password_is_refused(sealed, pair_2048):
         open_sealed_password(sealed, NONCE, pair_2048)
 
 
-@pytest.mark.parametrize("plain", [b"[1, 2]", b'"just a string"', b'{"password": 5, "nonce": "x"}', b'{"nonce": "x"}', b"\xff\xfe", b"null"])
+@pytest.mark.parametrize(
+    "plain",
+    [
+        b"[1, 2]",
+        b'"just a string"',
+        b'{"password": 5, "nonce": "x"}',
+        b'{"nonce": "x"}',
+        b"\xff\xfe",
+        b"null",
+    ],
+)
 def test_sealed_password_with_malformed_inside_is_refused(plain, pair_2048):
     sealed = b64(rsa.encrypt(plain, pair_2048.public.key))
 
@@ -422,7 +527,12 @@ def test_longest_password_that_fits_and_one_more(pair_2048):
     overhead = len(json.dumps({"password": "", "nonce": NONCE}).encode())
     longest = "p" * (room - overhead)
 
-    assert open_sealed_password(seal_password(longest, NONCE, pair_2048.public), NONCE, pair_2048) == longest
+    assert (
+        open_sealed_password(
+            seal_password(longest, NONCE, pair_2048.public), NONCE, pair_2048
+        )
+        == longest
+    )
     with pytest.raises(PasswordTooLong):
         seal_password(longest + "p", NONCE, pair_2048.public)
     # Counted in bytes: half as many Cyrillic letters already do not fit.
@@ -436,7 +546,11 @@ def test_longest_password_that_fits_and_one_more(pair_2048):
 def test_fingerprint_is_stable_and_differs_between_keys(pair_512, pair_1024, pair_2048):
     reloaded = crypto.load_public_key(pair_1024.public.pem)
 
-    assert reloaded.fingerprint() == pair_1024.public.fingerprint() == crypto.fingerprint(pair_1024.public)
+    assert (
+        reloaded.fingerprint()
+        == pair_1024.public.fingerprint()
+        == crypto.fingerprint(pair_1024.public)
+    )
     assert re.fullmatch(r"[0-9a-f]{4}( [0-9a-f]{4}){7}", reloaded.fingerprint())
     prints = {p.public.fingerprint() for p in (pair_512, pair_1024, pair_2048)}
     assert len(prints) == 3
@@ -492,7 +606,14 @@ def test_load_public_key_refuses_truncated_private_and_tiny_keys(pair_1024):
         crypto.load_public_key(tiny.save_pkcs1().decode("ascii"))
 
 
-@pytest.mark.parametrize("pem", ["", "garbage", "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"])
+@pytest.mark.parametrize(
+    "pem",
+    [
+        "",
+        "garbage",
+        "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+    ],
+)
 def test_load_key_pair_of_garbage_is_a_crypto_error(pem):
     with pytest.raises(CryptoError):
         crypto.load_key_pair(pem)

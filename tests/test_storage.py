@@ -85,7 +85,9 @@ def test_open_database_creates_a_wal_database(tmp_path):
         assert (tmp_path / "sub" / "chat.db-wal").exists()
         assert (tmp_path / "sub" / "chat.db-shm").exists()
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
-        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == int(db.BUSY_TIMEOUT_SECONDS * 1000)
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == int(
+            db.BUSY_TIMEOUT_SECONDS * 1000
+        )
     finally:
         conn.close()
 
@@ -132,7 +134,12 @@ def write_a_tiny_text_file(path):
 
 @pytest.mark.parametrize(
     "damage",
-    [scribble_over_pages, fill_with_random_bytes, write_a_text_file, write_a_tiny_text_file],
+    [
+        scribble_over_pages,
+        fill_with_random_bytes,
+        write_a_text_file,
+        write_a_tiny_text_file,
+    ],
 )
 def test_unreadable_file_is_reported_and_left_alone(tmp_path, damage):
     path = tmp_path / "chat.db"
@@ -190,7 +197,9 @@ def test_operations_from_many_threads_all_commit(worker):
     for thread in threads:
         thread.join()
 
-    assert {n: f.result(timeout=20) for n, f in futures.items()} == {n: n for n in range(800)}
+    assert {n: f.result(timeout=20) for n, f in futures.items()} == {
+        n: n for n in range(800)
+    }
     rows = read_items(worker.path)
     assert len(rows) == 800
     assert rows[250] == "thread-200"
@@ -277,7 +286,9 @@ def test_concurrent_submissions_are_committed_in_groups(worker):
 def test_a_batch_holds_at_most_the_batch_limit(worker):
     blocker = Blocker()
     held = blocker.hold(worker)
-    futures = [worker.submit(insert_item(n)) for n in range(db.MAX_BATCH_OPERATIONS + 10)]
+    futures = [
+        worker.submit(insert_item(n)) for n in range(db.MAX_BATCH_OPERATIONS + 10)
+    ]
     blocker.release.set()
     held.result(timeout=10)
     for future in futures:
@@ -312,11 +323,19 @@ def server_db(tmp_path):
 
 
 def register(conn, name, now=NOW):
-    return store.create_account(conn, name_key(name), name, confusable_skeleton(name), "hash", now)
+    return store.create_account(
+        conn, name_key(name), name, confusable_skeleton(name), "hash", now
+    )
 
 
 def frame_for(sender, recipient, n):
-    return {"action": "msg", "id": msg_id(n), "from": sender, "to": recipient, "message": f"payload {n}"}
+    return {
+        "action": "msg",
+        "id": msg_id(n),
+        "from": sender,
+        "to": recipient,
+        "message": f"payload {n}",
+    }
 
 
 def test_accounts_are_unique_ignoring_case(server_db):
@@ -331,7 +350,13 @@ def test_accounts_are_unique_ignoring_case(server_db):
 
 @pytest.mark.parametrize(
     ("first", "lookalike"),
-    [("ace", "асе"), ("admin", "аdmin"), ("mike", "rnike"), ("pope", "роре"), ("Alice", "ALICE")],
+    [
+        ("ace", "асе"),
+        ("admin", "аdmin"),
+        ("mike", "rnike"),
+        ("pope", "роре"),
+        ("Alice", "ALICE"),
+    ],
 )
 def test_lookalike_account_is_refused(server_db, first, lookalike):
     assert register(server_db, first)
@@ -379,21 +404,30 @@ def test_repeated_message_is_stored_once(server_db):
     first = store.store_message(server_db, "alice", msg_id(1), "bob", frame, NOW)
     again = store.store_message(server_db, "alice", msg_id(1), "bob", frame, NOW + 60)
 
-    assert first.new and not again.new
+    assert first.new
+    assert not again.new
     assert again.seq == first.seq
     assert again.server_time == NOW
     assert store.pending_messages(server_db, "bob") == [(first.seq, frame)]
-    assert store.account_stats(server_db) == [("alice", 1, 0, None), ("bob", 0, 1, None)]
+    assert store.account_stats(server_db) == [
+        ("alice", 1, 0, None),
+        ("bob", 0, 1, None),
+    ]
 
 
 def test_same_id_from_another_sender_is_another_message(server_db):
     for name in ["alice", "bob", "carol"]:
         register(server_db, name)
 
-    one = store.store_message(server_db, "alice", msg_id(1), "bob", frame_for("alice", "bob", 1), NOW)
-    two = store.store_message(server_db, "carol", msg_id(1), "bob", frame_for("carol", "bob", 1), NOW)
+    one = store.store_message(
+        server_db, "alice", msg_id(1), "bob", frame_for("alice", "bob", 1), NOW
+    )
+    two = store.store_message(
+        server_db, "carol", msg_id(1), "bob", frame_for("carol", "bob", 1), NOW
+    )
 
-    assert one.new and two.new
+    assert one.new
+    assert two.new
     assert len(store.pending_messages(server_db, "bob")) == 2
 
 
@@ -404,8 +438,12 @@ def test_pending_messages_are_oldest_first(server_db):
     # Server times go backwards (a clock step); the arrival order must still hold.
     senders = ["alice", "carol", "alice", "carol", "alice"]
     for n, sender in enumerate(senders):
-        store.store_message(server_db, sender, msg_id(n), "bob", frame_for(sender, "bob", n), NOW - n)
-    store.store_message(server_db, "bob", msg_id(99), "alice", frame_for("bob", "alice", 99), NOW)
+        store.store_message(
+            server_db, sender, msg_id(n), "bob", frame_for(sender, "bob", n), NOW - n
+        )
+    store.store_message(
+        server_db, "bob", msg_id(99), "alice", frame_for("bob", "alice", 99), NOW
+    )
 
     pending = store.pending_messages(server_db, "bob")
 
@@ -426,7 +464,9 @@ def test_pending_messages_come_in_pages(server_db):
     register(server_db, "alice")
     register(server_db, "bob")
     for n in range(250):
-        store.store_message(server_db, "alice", msg_id(n), "bob", frame_for("alice", "bob", n), NOW)
+        store.store_message(
+            server_db, "alice", msg_id(n), "bob", frame_for("alice", "bob", n), NOW
+        )
     store.acknowledge(server_db, "bob", msg_id(100), NOW)
 
     first = store.pending_messages(server_db, "bob", limit=100)
@@ -434,7 +474,9 @@ def test_pending_messages_come_in_pages(server_db):
 
     assert [f["id"] for _, f in first] == [msg_id(n) for n in range(100)]
     assert [f["id"] for _, f in second] == [msg_id(n) for n in range(101, 201)]
-    assert [f["id"] for _, f in all_pending(server_db, "bob")] == [msg_id(n) for n in range(250) if n != 100]
+    assert [f["id"] for _, f in all_pending(server_db, "bob")] == [
+        msg_id(n) for n in range(250) if n != 100
+    ]
 
 
 def test_acknowledged_message_leaves_a_tombstone(server_db):
@@ -442,13 +484,20 @@ def test_acknowledged_message_leaves_a_tombstone(server_db):
     register(server_db, "bob")
     frame = frame_for("alice", "bob", 1)
     store.store_message(server_db, "alice", msg_id(1), "bob", frame, NOW)
-    store.store_message(server_db, "alice", msg_id(2), "bob", frame_for("alice", "bob", 2), NOW)
+    store.store_message(
+        server_db, "alice", msg_id(2), "bob", frame_for("alice", "bob", 2), NOW
+    )
 
-    assert store.acknowledge(server_db, "bob", msg_id(1), NOW + 5) == ("alice", msg_id(1))
+    assert store.acknowledge(server_db, "bob", msg_id(1), NOW + 5) == (
+        "alice",
+        msg_id(1),
+    )
     assert store.acknowledge(server_db, "bob", msg_id(1), NOW + 6) is None
     assert store.acknowledge(server_db, "bob", "never-sent-0000000", NOW) is None
     assert [f["id"] for _, f in store.pending_messages(server_db, "bob")] == [msg_id(2)]
-    row = server_db.execute("SELECT frame FROM messages WHERE message_id = ?", (msg_id(1),)).fetchone()
+    row = server_db.execute(
+        "SELECT frame FROM messages WHERE message_id = ?", (msg_id(1),)
+    ).fetchone()
     assert row == (None,)
 
     # A late retry of the acknowledged message is a repeat, not a new delivery.
@@ -460,7 +509,9 @@ def test_acknowledged_message_leaves_a_tombstone(server_db):
 def test_tombstones_are_purged_after_their_time(server_db):
     register(server_db, "alice")
     register(server_db, "bob")
-    store.store_message(server_db, "alice", msg_id(1), "bob", frame_for("alice", "bob", 1), NOW)
+    store.store_message(
+        server_db, "alice", msg_id(1), "bob", frame_for("alice", "bob", 1), NOW
+    )
     store.acknowledge(server_db, "bob", msg_id(1), NOW)
 
     assert store.purge_tombstones(server_db, NOW + store.TOMBSTONE_SECONDS - 1) == 0
@@ -471,13 +522,18 @@ def test_receipts_are_pending_until_marked_sent(server_db):
     register(server_db, "alice")
     register(server_db, "Bob")
     for n in range(3):
-        store.store_message(server_db, "alice", msg_id(n), "bob", frame_for("alice", "Bob", n), NOW)
+        store.store_message(
+            server_db, "alice", msg_id(n), "bob", frame_for("alice", "Bob", n), NOW
+        )
 
     assert store.pending_receipts(server_db, "alice") == []
     store.acknowledge(server_db, "bob", msg_id(2), NOW + 2)
     store.acknowledge(server_db, "bob", msg_id(0), NOW + 3)
 
-    assert store.pending_receipts(server_db, "alice") == [(msg_id(0), "Bob", NOW + 3), (msg_id(2), "Bob", NOW + 2)]
+    assert store.pending_receipts(server_db, "alice") == [
+        (msg_id(0), "Bob", NOW + 3),
+        (msg_id(2), "Bob", NOW + 2),
+    ]
     store.mark_receipts_sent(server_db, "alice", [msg_id(0)])
     assert store.pending_receipts(server_db, "alice") == [(msg_id(2), "Bob", NOW + 2)]
     store.mark_receipts_sent(server_db, "alice", [msg_id(2)])
@@ -490,9 +546,15 @@ def test_message_counters(server_db):
     store.record_login(server_db, "bob", NOW + 50, "127.0.0.1:5000")
 
     for n in range(3):
-        store.store_message(server_db, "alice", msg_id(n), "bob", frame_for("alice", "bob", n), NOW)
-    store.store_message(server_db, "bob", msg_id(9), "carol", frame_for("bob", "carol", 9), NOW)
-    store.store_message(server_db, "alice", msg_id(0), "bob", frame_for("alice", "bob", 0), NOW)
+        store.store_message(
+            server_db, "alice", msg_id(n), "bob", frame_for("alice", "bob", n), NOW
+        )
+    store.store_message(
+        server_db, "bob", msg_id(9), "carol", frame_for("bob", "carol", 9), NOW
+    )
+    store.store_message(
+        server_db, "alice", msg_id(0), "bob", frame_for("alice", "bob", 0), NOW
+    )
 
     assert store.account_stats(server_db) == [
         ("alice", 3, 0, None),
@@ -504,7 +566,9 @@ def test_message_counters(server_db):
 def test_case_05_server_store_under_concurrent_senders(tmp_path):
     # Case 05, server side: 20 clients send 200 messages each at once while contact
     # lists are read from another connection.
-    worker = db.DatabaseWorker(tmp_path / "server.db", store.SCHEMA, store.SCHEMA_VERSION)
+    worker = db.DatabaseWorker(
+        tmp_path / "server.db", store.SCHEMA, store.SCHEMA_VERSION
+    )
     try:
         senders = [f"user{k}" for k in range(20)]
         assert worker.call(lambda conn: register(conn, "inbox"))
@@ -519,7 +583,11 @@ def test_case_05_server_store_under_concurrent_senders(tmp_path):
         def send_all(sender):
             for n in range(200):
                 frame = frame_for(sender, "inbox", n)
-                future = worker.submit(lambda c, s=sender, n=n, f=frame: store.store_message(c, s, msg_id(n), "inbox", f, NOW + n))
+                future = worker.submit(
+                    lambda c, s=sender, n=n, f=frame: store.store_message(
+                        c, s, msg_id(n), "inbox", f, NOW + n
+                    )
+                )
                 with lock:
                     futures.append(future)
 
@@ -552,7 +620,9 @@ def test_case_05_server_store_under_concurrent_senders(tmp_path):
         assert len(pending) == 4000
         assert len({(f["from"], f["id"]) for _, f in pending}) == 4000
         stats = worker.call(store.account_stats)
-        assert {name: sent for name, sent, _, _ in stats if name != "inbox"} == dict.fromkeys(senders, 200)
+        assert {
+            name: sent for name, sent, _, _ in stats if name != "inbox"
+        } == dict.fromkeys(senders, 200)
         assert worker.batches < worker.operations
     finally:
         worker.close()
@@ -598,7 +668,10 @@ def test_case_05_writer_waits_for_another_process_lock(worker):
         holder.stderr.close()
 
     assert waited > LOCK_HOLD_SECONDS / 2
-    assert read_items(worker.path) == {-1: "other process", **dict.fromkeys(range(5), "worker")}
+    assert read_items(worker.path) == {
+        -1: "other process",
+        **dict.fromkeys(range(5), "worker"),
+    }
 
 
 # --------------------------------------------------------------------------- client tables
@@ -617,10 +690,13 @@ def test_outbox_keeps_the_writing_order(client):
     third = client.add_outgoing(msg_id(3), "bob", "Bob", "three")
 
     assert [m.text for m in client.outbox()] == ["one", "two", "three"]
-    assert first.state == client_store.PENDING and first.outgoing
+    assert first.state == client_store.PENDING
+    assert first.outgoing
     client.set_state(first.seq, client_store.STORED, server_time=NOW)
     assert [m.id for m in client.outbox()] == [msg_id(2), msg_id(3)]
-    assert client.set_state(third.seq, client_store.FAILED, problem="404").problem == "404"
+    assert (
+        client.set_state(third.seq, client_store.FAILED, problem="404").problem == "404"
+    )
     assert [m.id for m in client.outbox()] == [msg_id(2)]
 
 
@@ -629,11 +705,15 @@ def test_incoming_message_is_stored_once(client):
 
     record = client.add_incoming(msg_id(1), *args)
 
-    assert record is not None and record.text == "hello" and not record.outgoing
+    assert record is not None
+    assert record.text == "hello"
+    assert not record.outgoing
     assert client.add_incoming(msg_id(1), *args) is None
     assert client.has_incoming("bob", msg_id(1))
     # The same id from another peer, or our own outgoing id, is not a repeat.
-    assert client.add_incoming(msg_id(1), "carol", "Carol", "hi", client_store.RECEIVED, None, None, NOW)
+    assert client.add_incoming(
+        msg_id(1), "carol", "Carol", "hi", client_store.RECEIVED, None, None, NOW
+    )
     client.add_outgoing(msg_id(2), "bob", "Bob", "mine")
     assert client.add_incoming(msg_id(2), *args) is not None
     assert len(client.history("bob")) == 3
@@ -643,11 +723,17 @@ def test_incoming_message_is_stored_once(client):
 
 
 def test_history_is_ordered_by_server_time(client):
-    client.add_incoming(msg_id(1), "bob", "Bob", "later", client_store.RECEIVED, None, None, NOW + 100)
-    client.add_incoming(msg_id(2), "bob", "Bob", "earlier", client_store.RECEIVED, None, None, NOW - 100)
+    client.add_incoming(
+        msg_id(1), "bob", "Bob", "later", client_store.RECEIVED, None, None, NOW + 100
+    )
+    client.add_incoming(
+        msg_id(2), "bob", "Bob", "earlier", client_store.RECEIVED, None, None, NOW - 100
+    )
     stored = client.add_outgoing(msg_id(3), "bob", "Bob", "mine")
     client.set_state(stored.seq, client_store.STORED, server_time=NOW)
-    client.add_incoming(msg_id(4), "carol", "Carol", "elsewhere", client_store.RECEIVED, None, None, NOW)
+    client.add_incoming(
+        msg_id(4), "carol", "Carol", "elsewhere", client_store.RECEIVED, None, None, NOW
+    )
 
     assert [m.text for m in client.history("bob")] == ["earlier", "mine", "later"]
     assert [m.text for m in client.history("bob", limit=2)] == ["mine", "later"]
@@ -670,13 +756,23 @@ def test_peer_keys_are_pinned_and_changes_offered(client):
 
 def test_requeue_gives_a_rejected_message_a_new_id(client):
     record = client.add_outgoing(msg_id(1), "bob", "Bob", "try again")
-    client.set_state(record.seq, client_store.REJECTED, problem="old key", server_time=NOW)
+    client.set_state(
+        record.seq, client_store.REJECTED, problem="old key", server_time=NOW
+    )
     assert [m.id for m in client.rejected_to("bob")] == [msg_id(1)]
 
     requeued = client.requeue(record.seq, msg_id(2))
 
-    assert (requeued.seq, requeued.id, requeued.text) == (record.seq, msg_id(2), "try again")
-    assert (requeued.state, requeued.problem, requeued.server_time) == (client_store.PENDING, None, None)
+    assert (requeued.seq, requeued.id, requeued.text) == (
+        record.seq,
+        msg_id(2),
+        "try again",
+    )
+    assert (requeued.state, requeued.problem, requeued.server_time) == (
+        client_store.PENDING,
+        None,
+        None,
+    )
     assert client.outgoing_by_id(msg_id(1)) is None
     assert client.outgoing_by_id(msg_id(2)).seq == record.seq
     assert client.rejected_to("bob") == []
@@ -684,11 +780,26 @@ def test_requeue_gives_a_rejected_message_a_new_id(client):
 
 
 def test_unreadable_message_can_be_opened_later(client):
-    record = client.add_incoming(msg_id(1), "bob", "Bob", "", client_store.UNREADABLE, "signature does not match", "{payload}", NOW)
+    record = client.add_incoming(
+        msg_id(1),
+        "bob",
+        "Bob",
+        "",
+        client_store.UNREADABLE,
+        "signature does not match",
+        "{payload}",
+        NOW,
+    )
 
-    assert [(r.seq, p) for r, p in client.unreadable_from("bob")] == [(record.seq, "{payload}")]
+    assert [(r.seq, p) for r, p in client.unreadable_from("bob")] == [
+        (record.seq, "{payload}")
+    ]
     opened = client.set_opened(record.seq, "now readable")
-    assert (opened.text, opened.state, opened.problem) == ("now readable", client_store.RECEIVED, None)
+    assert (opened.text, opened.state, opened.problem) == (
+        "now readable",
+        client_store.RECEIVED,
+        None,
+    )
     assert client.unreadable_from("bob") == []
 
 
@@ -716,7 +827,9 @@ def test_known_servers_pin_and_forget(tmp_path):
     assert servers.pinned("chat.example:7777") is None
     servers.pin("chat.example:7777", PEM_A)
     servers.pin("other.example:7777", PEM_B)
-    assert KnownServers(tmp_path / "known_servers.db").pinned("chat.example:7777") == PEM_A
+    assert (
+        KnownServers(tmp_path / "known_servers.db").pinned("chat.example:7777") == PEM_A
+    )
 
     servers.pin("chat.example:7777", PEM_B)
     assert servers.pinned("chat.example:7777") == PEM_B
@@ -737,7 +850,16 @@ def test_case_05_sqlite_and_threads(client):
     def deliver(label):
         try:
             for n in range(count):
-                record = client.add_incoming(msg_id(n), "bob", "Bob", f"message {n}", client_store.RECEIVED, None, None, NOW + n)
+                record = client.add_incoming(
+                    msg_id(n),
+                    "bob",
+                    "Bob",
+                    f"message {n}",
+                    client_store.RECEIVED,
+                    None,
+                    None,
+                    NOW + n,
+                )
                 if record is not None:
                     stored.append((label, n))
         except Exception as exc:
@@ -745,7 +867,10 @@ def test_case_05_sqlite_and_threads(client):
         finally:
             client.close_thread_connection()
 
-    writers = [threading.Thread(target=deliver, args=(label,)) for label in ("socket", "redelivery")]
+    writers = [
+        threading.Thread(target=deliver, args=(label,))
+        for label in ("socket", "redelivery")
+    ]
     for writer in writers:
         writer.start()
     reads = 0
@@ -754,7 +879,9 @@ def test_case_05_sqlite_and_threads(client):
         history = client.history("bob", limit=count * 2)
         ids = [m.id for m in history]
         assert len(ids) == len(set(ids))
-        assert [m.server_time for m in history] == sorted(m.server_time for m in history)
+        assert [m.server_time for m in history] == sorted(
+            m.server_time for m in history
+        )
         assert len(history) >= last_length
         last_length = len(history)
         reads += 1

@@ -82,7 +82,9 @@ class ConsoleClient:
             except queue.Empty:
                 continue
             if isinstance(event, ev.LoggedIn):
-                self.say(f"Logged in as {event.account}. Your safety number: {event.fingerprint}")
+                self.say(
+                    f"Logged in as {event.account}. Your safety number: {event.fingerprint}"
+                )
                 self.say("Type 'help' for commands.")
                 return True
             if isinstance(event, ev.LoginFailed):
@@ -100,7 +102,10 @@ class ConsoleClient:
             self.say(f"* Account {event.account} created.")
         elif isinstance(event, ev.MessageAdded):
             self.say(format_record(event.record, self.client.account))
-        elif isinstance(event, ev.MessageUpdated) and event.record.state in (cs.FAILED, cs.REJECTED):
+        elif isinstance(event, ev.MessageUpdated) and event.record.state in (
+            cs.FAILED,
+            cs.REJECTED,
+        ):
             self.say(f"! Not delivered to {event.record.peer}: {event.record.problem}")
         elif isinstance(event, ev.ContactsChanged):
             self._contacts = event.contacts
@@ -207,7 +212,9 @@ class ConsoleClient:
         pinned, offered = self.client.fingerprint_of(name)
         self.say(f"{name}: {pinned or 'no key known yet'}")
         if offered:
-            self.say(f"{name} now shows a NEW key: {offered} ('accept {name}' to trust it)")
+            self.say(
+                f"{name} now shows a NEW key: {offered} ('accept {name}' to trust it)"
+            )
 
 
 def _let_outbox_drain(client: ChatClient, seconds: float = 5.0) -> None:
@@ -243,7 +250,15 @@ def run_console(
     password = read_password("Password: ", stdin)
 
     try:
-        client = ChatClient(data_dir, host, port, account, password, register=register, key_bits=key_bits)
+        client = ChatClient(
+            data_dir,
+            host,
+            port,
+            account,
+            password,
+            register=register,
+            key_bits=key_bits,
+        )
     except ChatError as exc:
         out.write(f"{exc}\n")
         return 1
@@ -253,7 +268,9 @@ def run_console(
         client.stop()
         return 1
 
-    printer = threading.Thread(target=console.print_events, name="console-printer", daemon=True)
+    printer = threading.Thread(
+        target=console.print_events, name="console-printer", daemon=True
+    )
     printer.start()
     try:
         for line in stdin:

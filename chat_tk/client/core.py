@@ -9,6 +9,7 @@ on the socket thread, which reports what happened as events (client/events.py).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import queue
@@ -108,7 +109,9 @@ class ChatClient(metaclass=ClientVerifier):
         self.host = host
         self.port = port
         self.key_bits = key_bits
-        self.events: queue.Queue[ev.Event] = events if events is not None else queue.Queue()
+        self.events: queue.Queue[ev.Event] = (
+            events if events is not None else queue.Queue()
+        )
         self.store = ClientStore(profile_path(data_dir, host, port, self.account))
         self.known_servers = KnownServers(data_dir / KNOWN_SERVERS_FILE)
 
@@ -139,7 +142,9 @@ class ChatClient(metaclass=ClientVerifier):
         return self.account
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="chat-socket", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="chat-socket", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -228,7 +233,11 @@ class ChatClient(metaclass=ClientVerifier):
             self._keep_connected()
         except ChatError as exc:  # a damaged database file, for example: say which
             log.error("client stopped: %s", exc)
-            self._emit(ev.SessionEnded(str(exc)) if self._ever_logged_in else ev.LoginFailed(str(exc)))
+            self._emit(
+                ev.SessionEnded(str(exc))
+                if self._ever_logged_in
+                else ev.LoginFailed(str(exc))
+            )
         except Exception as exc:  # the thread must report, never vanish silently
             log.exception("socket thread failed")
             self._emit(ev.SessionEnded(f"internal error: {exc}"))
@@ -261,7 +270,11 @@ class ChatClient(metaclass=ClientVerifier):
                 attempt += 1
                 log.info("connection lost (%s); reconnecting in %.1f s", exc, delay)
                 self._emit(ev.ConnectionLost(str(exc), delay))
-                self._emit(ev.StatusChanged(f"Offline: {exc}. Reconnecting in {delay:.0f} s…", False))
+                self._emit(
+                    ev.StatusChanged(
+                        f"Offline: {exc}. Reconnecting in {delay:.0f} s…", False
+                    )
+                )
                 self._wait_offline(delay)
 
     def _wait_offline(self, seconds: float) -> None:
@@ -277,11 +290,17 @@ class ChatClient(metaclass=ClientVerifier):
         address = f"{self.host}:{self.port}"
         self._emit(ev.StatusChanged(f"Connecting to {address}…", False))
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT_SECONDS)
+            sock = socket.create_connection(
+                (self.host, self.port), timeout=CONNECT_TIMEOUT_SECONDS
+            )
         except TimeoutError as exc:
-            raise _ConnectionDropped(f"no answer from {address} within {CONNECT_TIMEOUT_SECONDS:.0f} s", True) from exc
+            raise _ConnectionDropped(
+                f"no answer from {address} within {CONNECT_TIMEOUT_SECONDS:.0f} s", True
+            ) from exc
         except OSError as exc:
-            raise _ConnectionDropped(f"cannot reach {address}: {exc.strerror or exc}", True) from exc
+            raise _ConnectionDropped(
+                f"cannot reach {address}: {exc.strerror or exc}", True
+            ) from exc
 
         sock.settimeout(SEND_TIMEOUT_SECONDS)
         self._sock = sock
@@ -309,9 +328,13 @@ class ChatClient(metaclass=ClientVerifier):
         try:
             key = crypto.load_public_key(hello.get("key"))
         except CryptoError as exc:
-            raise _LoginRefused(f"the server at {address} sent an unusable key") from exc
+            raise _LoginRefused(
+                f"the server at {address} sent an unusable key"
+            ) from exc
         if key.bits < crypto.MIN_SERVER_KEY_BITS:
-            raise _LoginRefused(f"the server key is only {key.bits} bits; refusing to log in")
+            raise _LoginRefused(
+                f"the server key is only {key.bits} bits; refusing to log in"
+            )
 
         pinned = self.known_servers.pinned(address)
         if pinned is None:
@@ -343,20 +366,28 @@ class ChatClient(metaclass=ClientVerifier):
             self._emit(ev.AccountCreated(self.account))
             return
         if code == protocol.CONFLICT:
-            raise _LoginRefused(f"The name {self.account} is taken; choose another one.")
+            raise _LoginRefused(
+                f"The name {self.account} is taken; choose another one."
+            )
         if code == protocol.FORBIDDEN:
-            raise _LoginRefused("This server does not allow sign-up; ask its operator for an account.")
+            raise _LoginRefused(
+                "This server does not allow sign-up; ask its operator for an account."
+            )
         raise _LoginRefused(f"Sign-up refused: {reply.get('error', code)}")
 
     def _authenticate(self, server_key: crypto.PublicKey, nonce: str) -> None:
         self._emit(ev.StatusChanged("Logging in…", False))
         user = {"account_name": self.account, "password": self._seal(server_key, nonce)}
-        reply = self._call(protocol.client_message("authenticate", time.time(), user=user))
+        reply = self._call(
+            protocol.client_message("authenticate", time.time(), user=user)
+        )
         code = reply.get("response")
         if code == protocol.WRONG_CREDENTIALS:
             raise _LoginRefused("Wrong account name or password.")
         if code == protocol.TOO_MANY:
-            raise _LoginRefused("Too many failed logins for this name; wait a minute and try again.")
+            raise _LoginRefused(
+                "Too many failed logins for this name; wait a minute and try again."
+            )
         if code != protocol.OK:
             raise _LoginRefused(f"Login refused: {reply.get('error', code)}")
         if isinstance(reply.get("alert"), str):
@@ -371,7 +402,9 @@ class ChatClient(metaclass=ClientVerifier):
             return
 
         self._emit(ev.KeyGenerationStarted(self.key_bits))
-        self._emit(ev.StatusChanged(f"Making your {self.key_bits}-bit key pair (once)…", False))
+        self._emit(
+            ev.StatusChanged(f"Making your {self.key_bits}-bit key pair (once)…", False)
+        )
         started = time.monotonic()
         pair = crypto.generate_key_pair(self.key_bits)
         self.store.save_own_private_key(pair.private_pem)
@@ -383,8 +416,14 @@ class ChatClient(metaclass=ClientVerifier):
 
     def _publish_presence(self) -> None:
         assert self._pair is not None
-        user = {"account_name": self.account, "status": "online", "public_key": self._pair.public.pem}
-        reply = self._call(protocol.client_message("presence", time.time(), type="status", user=user))
+        user = {
+            "account_name": self.account,
+            "status": "online",
+            "public_key": self._pair.public.pem,
+        }
+        reply = self._call(
+            protocol.client_message("presence", time.time(), type="status", user=user)
+        )
         if reply.get("response") != protocol.OK:
             raise _LoginRefused(f"The server refused our key: {reply.get('error')}")
 
@@ -393,8 +432,18 @@ class ChatClient(metaclass=ClientVerifier):
         self._ever_logged_in = True
         assert self._pair is not None
         if first_login:
-            self._emit(ev.LoggedIn(self.account, self._pair.public.fingerprint(), f"{self.host}:{self.port}"))
-        self._emit(ev.StatusChanged(f"Connected to {self.host}:{self.port} as {self.account}", True))
+            self._emit(
+                ev.LoggedIn(
+                    self.account,
+                    self._pair.public.fingerprint(),
+                    f"{self.host}:{self.port}",
+                )
+            )
+        self._emit(
+            ev.StatusChanged(
+                f"Connected to {self.host}:{self.port} as {self.account}", True
+            )
+        )
 
         self._load_contacts()
         self._load_users()
@@ -409,15 +458,11 @@ class ChatClient(metaclass=ClientVerifier):
         if sock is None:
             return
         if say_goodbye:
-            try:
+            with contextlib.suppress(OSError):
                 sock.settimeout(1.0)
                 sock.sendall(protocol.encode({"action": "exit", "time": time.time()}))
-            except OSError:
-                pass
-        try:
+        with contextlib.suppress(OSError):
             sock.close()
-        except OSError:
-            pass
         self._online.clear()
 
     # ---------------------------------------------------------------- frames
@@ -448,7 +493,9 @@ class ChatClient(metaclass=ClientVerifier):
                 return []
             data = sock.recv(65_536)
         except OSError as exc:
-            raise _ConnectionDropped(f"connection error: {exc.strerror or exc}") from exc
+            raise _ConnectionDropped(
+                f"connection error: {exc.strerror or exc}"
+            ) from exc
         if not data:
             raise _ConnectionDropped("the server closed the connection")
 
@@ -456,7 +503,9 @@ class ChatClient(metaclass=ClientVerifier):
         try:
             decoded = self._decoder.feed(data)
         except RemoteProtocolError as exc:
-            raise _ConnectionDropped(f"the server sent an oversized frame ({exc})") from exc
+            raise _ConnectionDropped(
+                f"the server sent an oversized frame ({exc})"
+            ) from exc
         frames = []
         for item in decoded:
             if isinstance(item, protocol.BadFrame):
@@ -528,7 +577,11 @@ class ChatClient(metaclass=ClientVerifier):
             if handler is not None:
                 handler(frame)
             elif frame.get("response") not in (protocol.OK, None):
-                log.info("unexpected answer %s: %s", frame.get("response"), frame.get("error"))
+                log.info(
+                    "unexpected answer %s: %s",
+                    frame.get("response"),
+                    frame.get("error"),
+                )
             return
 
         action = frame.get("action")
@@ -542,7 +595,9 @@ class ChatClient(metaclass=ClientVerifier):
             self._check_peer_key(frame["user"])
             self._emit_contacts()
         elif action == "session_replaced":
-            raise _LoginRefused("You logged in from another place, so this session was closed.")
+            raise _LoginRefused(
+                "You logged in from another place, so this session was closed."
+            )
         else:
             log.debug("ignoring frame %r", action)
 
@@ -550,13 +605,21 @@ class ChatClient(metaclass=ClientVerifier):
 
     def _require_online(self) -> None:
         if self._sock is None:
-            raise ChatError("Not connected to the server right now; try again when online.")
+            raise ChatError(
+                "Not connected to the server right now; try again when online."
+            )
 
     def _load_contacts(self) -> None:
-        reply = self._call(protocol.client_message("get_contacts", time.time(), user_login=self.account))
+        reply = self._call(
+            protocol.client_message(
+                "get_contacts", time.time(), user_login=self.account
+            )
+        )
         names = reply.get("alert")
         if reply.get("response") == protocol.ACCEPTED and isinstance(names, list):
-            self.store.set_contacts({name_key(n): n for n in names if isinstance(n, str)})
+            self.store.set_contacts(
+                {name_key(n): n for n in names if isinstance(n, str)}
+            )
 
     def _load_users(self) -> None:
         reply = self._call(protocol.client_message("get_users", time.time()))
@@ -590,7 +653,11 @@ class ChatClient(metaclass=ClientVerifier):
         except RemoteProtocolError as exc:
             raise ChatError(f"Invalid account name: {exc}") from exc
         action = "add_contact" if adding else "del_contact"
-        reply = self._call(protocol.client_message(action, time.time(), user_id=contact, user_login=self.account))
+        reply = self._call(
+            protocol.client_message(
+                action, time.time(), user_id=contact, user_login=self.account
+            )
+        )
         if reply.get("response") == protocol.NOT_FOUND:
             raise ChatError(f"There is no user named {contact}.")
         if reply.get("response") != protocol.OK:
@@ -606,7 +673,9 @@ class ChatClient(metaclass=ClientVerifier):
             return
         if frame.get("online") is True:
             self._online.add(name_key(user))
-            self._outbox_due = time.monotonic()  # a key may now exist for waiting messages
+            self._outbox_due = (
+                time.monotonic()
+            )  # a key may now exist for waiting messages
         else:
             self._online.discard(name_key(user))
         self._emit_contacts()
@@ -618,7 +687,9 @@ class ChatClient(metaclass=ClientVerifier):
             key = name_key(name)
             pinned = self.store.peer_key(key)
             changed = pinned is not None and pinned.offered_pem is not None
-            contacts.append(ev.Contact(name, key in self._online, unread.get(key, 0), changed))
+            contacts.append(
+                ev.Contact(name, key in self._online, unread.get(key, 0), changed)
+            )
         self._emit(ev.ContactsChanged(tuple(contacts)))
 
     def _mark_read(self, peer: str) -> None:
@@ -628,7 +699,9 @@ class ChatClient(metaclass=ClientVerifier):
     # ---------------------------------------------------------------- peer keys
 
     def _fetch_key(self, peer: str) -> crypto.PublicKey | None:
-        reply = self._call(protocol.client_message("pubkey_need", time.time(), user_login=peer))
+        reply = self._call(
+            protocol.client_message("pubkey_need", time.time(), user_login=peer)
+        )
         if reply.get("response") != protocol.PUBLIC_KEY:
             return None
         try:
@@ -653,7 +726,10 @@ class ChatClient(metaclass=ClientVerifier):
             if pinned.offered_pem is not None:
                 self.store.offer_peer_key(key, None)
             return old
-        if pinned.offered_pem is None or crypto.load_public_key(pinned.offered_pem).key != fresh.key:
+        if (
+            pinned.offered_pem is None
+            or crypto.load_public_key(pinned.offered_pem).key != fresh.key
+        ):
             self.store.offer_peer_key(key, fresh.pem)
             log.warning("the key of %s changed", peer)
             self._emit(ev.PeerKeyChanged(peer, old.fingerprint(), fresh.fingerprint()))
@@ -666,7 +742,9 @@ class ChatClient(metaclass=ClientVerifier):
             return
         self.store.pin_peer_key(key, pinned.offered_pem)
         for record in self.store.rejected_to(key):
-            self._emit(ev.MessageUpdated(self.store.requeue(record.seq, new_message_id())))
+            self._emit(
+                ev.MessageUpdated(self.store.requeue(record.seq, new_message_id()))
+            )
         self._retry_unreadable(key)
         self._emit_contacts()
         self._flush_outbox()
@@ -680,11 +758,19 @@ class ChatClient(metaclass=ClientVerifier):
         for record, payload in self.store.unreadable_from(peer_key):
             try:
                 opened = crypto.open_envelope(
-                    payload, record.peer, self.account, record.id, sender_key, self._pair, False
+                    payload,
+                    record.peer,
+                    self.account,
+                    record.id,
+                    sender_key,
+                    self._pair,
+                    False,
                 )
             except CryptoError:
                 continue
-            self._emit(ev.MessageUpdated(self.store.set_opened(record.seq, opened.text)))
+            self._emit(
+                ev.MessageUpdated(self.store.set_opened(record.seq, opened.text))
+            )
 
     # ---------------------------------------------------------------- sending
 
@@ -700,7 +786,10 @@ class ChatClient(metaclass=ClientVerifier):
                 return None, NO_SUCH_USER
             return None, f"waiting for {peer} to log in once (no key yet)"
         if pinned.offered_pem is not None:
-            return None, f"{peer}'s key changed: compare safety numbers and accept it to send"
+            return (
+                None,
+                f"{peer}'s key changed: compare safety numbers and accept it to send",
+            )
         return crypto.load_public_key(pinned.pem), None
 
     def _flush_outbox(self) -> None:
@@ -718,18 +807,33 @@ class ChatClient(metaclass=ClientVerifier):
                 keys[peer_key] = self._key_for_sending(record.peer)
             key, reason = keys[peer_key]
             if reason == NO_SUCH_USER:
-                self._emit(ev.MessageUpdated(self.store.set_state(record.seq, cs.FAILED, reason)))
+                self._emit(
+                    ev.MessageUpdated(
+                        self.store.set_state(record.seq, cs.FAILED, reason)
+                    )
+                )
             elif reason is not None:
                 if record.problem != reason:
-                    self._emit(ev.MessageUpdated(self.store.set_state(record.seq, cs.PENDING, reason)))
+                    self._emit(
+                        ev.MessageUpdated(
+                            self.store.set_state(record.seq, cs.PENDING, reason)
+                        )
+                    )
                 continue
             self._send_record(record, key)
 
     def _send_record(self, record: MessageRecord, key: crypto.PublicKey | None) -> None:
-        assert self._pair is not None and key is not None
+        assert self._pair is not None
+        assert key is not None
         sent_time = time.time()
         payload = crypto.seal_envelope(
-            record.text, self.account, record.peer, record.id, sent_time, self._pair, key
+            record.text,
+            self.account,
+            record.peer,
+            record.id,
+            sent_time,
+            self._pair,
+            key,
         )
         frame = {
             "action": "msg",
@@ -741,7 +845,9 @@ class ChatClient(metaclass=ClientVerifier):
             "message": payload,
         }
         self._in_flight.add(record.id)
-        self._awaiting[record.id] = lambda reply: self._on_sent(record.seq, record.id, reply)
+        self._awaiting[record.id] = lambda reply: self._on_sent(
+            record.seq, record.id, reply
+        )
         self._send(frame)
 
     def _on_sent(self, seq: int, message_id: str, reply: dict[str, Any]) -> None:
@@ -749,14 +855,20 @@ class ChatClient(metaclass=ClientVerifier):
         code = reply.get("response")
         if code == protocol.OK:
             server_time = reply.get("server_time")
-            stamp = float(server_time) if isinstance(server_time, (int, float)) else None
+            stamp = (
+                float(server_time) if isinstance(server_time, (int, float)) else None
+            )
             current = self.store.message(seq)
             if current.state == cs.PENDING:
-                self._emit(ev.MessageUpdated(self.store.set_state(seq, cs.STORED, None, stamp)))
+                self._emit(
+                    ev.MessageUpdated(self.store.set_state(seq, cs.STORED, None, stamp))
+                )
         elif code == protocol.TOO_MANY:
             self._outbox_due = time.monotonic() + OUTBOX_RETRY_SECONDS
         elif code == protocol.NOT_FOUND:
-            self._emit(ev.MessageUpdated(self.store.set_state(seq, cs.FAILED, NO_SUCH_USER)))
+            self._emit(
+                ev.MessageUpdated(self.store.set_state(seq, cs.FAILED, NO_SUCH_USER))
+            )
         else:
             problem = f"refused by the server: {reply.get('error', code)}"
             self._emit(ev.MessageUpdated(self.store.set_state(seq, cs.FAILED, problem)))
@@ -764,7 +876,9 @@ class ChatClient(metaclass=ClientVerifier):
     def _mark_delivered(self, frame: dict[str, Any]) -> None:
         record = self.store.outgoing_by_id(str(frame.get("id")))
         if record is not None and record.state in (cs.PENDING, cs.STORED):
-            self._emit(ev.MessageUpdated(self.store.set_state(record.seq, cs.DELIVERED)))
+            self._emit(
+                ev.MessageUpdated(self.store.set_state(record.seq, cs.DELIVERED))
+            )
 
     # ---------------------------------------------------------------- receiving
 
@@ -775,7 +889,9 @@ class ChatClient(metaclass=ClientVerifier):
         with the reason, and the thread goes on.
         """
         message_id, sender = frame.get("id"), frame.get("from")
-        if not isinstance(message_id, str) or not protocol.MESSAGE_ID_PATTERN.fullmatch(message_id):
+        if not isinstance(message_id, str) or not protocol.MESSAGE_ID_PATTERN.fullmatch(
+            message_id
+        ):
             log.warning("dropping a msg frame without a valid id")
             return
         if not isinstance(sender, str) or not isinstance(frame.get("to"), str):
@@ -788,7 +904,12 @@ class ChatClient(metaclass=ClientVerifier):
             self._send({"action": "ack", "id": message_id})  # a repeat: shown once
             return
         server_time = frame.get("server_time")
-        stamp = float(server_time) if isinstance(server_time, (int, float)) and not isinstance(server_time, bool) else time.time()
+        stamp = (
+            float(server_time)
+            if isinstance(server_time, (int, float))
+            and not isinstance(server_time, bool)
+            else time.time()
+        )
 
         if frame.get("encoding") == NOTICE_ENCODING:
             self._receive_notice(frame, sender)
@@ -798,8 +919,14 @@ class ChatClient(metaclass=ClientVerifier):
         text, state, problem = self._open(frame, sender)
         payload = frame.get("message") if state == cs.UNREADABLE else None
         record = self.store.add_incoming(
-            message_id, peer_key, sender, text, state, problem,
-            payload if isinstance(payload, str) else None, stamp,
+            message_id,
+            peer_key,
+            sender,
+            text,
+            state,
+            problem,
+            payload if isinstance(payload, str) else None,
+            stamp,
         )
         self._send({"action": "ack", "id": message_id})
         if record is None:
@@ -813,19 +940,31 @@ class ChatClient(metaclass=ClientVerifier):
     def _open(self, frame: dict[str, Any], sender: str) -> tuple[str, str, str | None]:
         """(text, state, problem) for an incoming envelope."""
         assert self._pair is not None
-        if frame.get("encoding") != crypto.ENVELOPE_ENCODING or not isinstance(frame.get("message"), str):
+        if frame.get("encoding") != crypto.ENVELOPE_ENCODING or not isinstance(
+            frame.get("message"), str
+        ):
             return "", cs.UNREADABLE, "unknown message format"
         if name_key(str(frame["to"])) != name_key(self.account):
             return "", cs.UNREADABLE, "addressed to someone else"
 
         pinned = self.store.peer_key(name_key(sender))
-        sender_key = crypto.load_public_key(pinned.pem) if pinned else self._check_peer_key(sender)
+        sender_key = (
+            crypto.load_public_key(pinned.pem)
+            if pinned
+            else self._check_peer_key(sender)
+        )
         if sender_key is None:
             return "", cs.UNREADABLE, f"no key known for {sender}"
 
         try:
             opened = crypto.open_envelope(
-                frame["message"], sender, str(frame["to"]), frame["id"], sender_key, self._pair, False
+                frame["message"],
+                sender,
+                str(frame["to"]),
+                frame["id"],
+                sender_key,
+                self._pair,
+                False,
             )
         except SignatureInvalid:
             self._check_peer_key(sender)
@@ -834,23 +973,42 @@ class ChatClient(metaclass=ClientVerifier):
             return "", cs.UNREADABLE, "sender, recipient or id were altered in transit"
         except WrongRecipientKey:
             self._tell_sender_unreadable(sender, frame["id"])
-            return "", cs.UNREADABLE, "could not be decrypted: it was made for another key of yours"
+            return (
+                "",
+                cs.UNREADABLE,
+                "could not be decrypted: it was made for another key of yours",
+            )
         except DecryptionFailed as exc:
             return "", cs.UNREADABLE, f"could not be decrypted: {exc}"
         return opened.text, cs.RECEIVED, None
 
     def _notice_bytes(self, sender: str, recipient: str, failed_id: str) -> bytes:
-        return json.dumps(["unreadable", name_key(sender), name_key(recipient), failed_id]).encode()
+        return json.dumps(
+            ["unreadable", name_key(sender), name_key(recipient), failed_id]
+        ).encode()
 
     def _tell_sender_unreadable(self, sender: str, failed_id: str) -> None:
         """Signed word to the sender that their message used an old key of ours."""
         assert self._pair is not None
         signed = self._notice_bytes(self.account, sender, failed_id)
-        payload = json.dumps({"kind": "unreadable", "id": failed_id, "sig": crypto.sign_notice(signed, self._pair)})
-        self._send({
-            "action": "msg", "id": new_message_id(), "time": time.time(), "from": self.account,
-            "to": sender, "encoding": NOTICE_ENCODING, "message": payload,
-        })
+        payload = json.dumps(
+            {
+                "kind": "unreadable",
+                "id": failed_id,
+                "sig": crypto.sign_notice(signed, self._pair),
+            }
+        )
+        self._send(
+            {
+                "action": "msg",
+                "id": new_message_id(),
+                "time": time.time(),
+                "from": self.account,
+                "to": sender,
+                "encoding": NOTICE_ENCODING,
+                "message": payload,
+            }
+        )
 
     def _receive_notice(self, frame: dict[str, Any], sender: str) -> None:
         try:
@@ -872,6 +1030,10 @@ class ChatClient(metaclass=ClientVerifier):
         record = self.store.outgoing_by_id(failed_id)
         if record is not None and name_key(record.peer) == name_key(sender):
             problem = f"{sender} could not decrypt this (they have a new key); accept it to resend"
-            self._emit(ev.MessageUpdated(self.store.set_state(record.seq, cs.REJECTED, problem)))
+            self._emit(
+                ev.MessageUpdated(
+                    self.store.set_state(record.seq, cs.REJECTED, problem)
+                )
+            )
         self._check_peer_key(sender)
         self._emit_contacts()

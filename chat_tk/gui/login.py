@@ -92,6 +92,7 @@ class LoginDialog(ttk.Frame):
         self._local_check: FutureWatcher[bool] | None = None
         self._hosting_start: FutureWatcher[tuple[int, list[str]]] | None = None
         self._register_mode = False
+        self._making_key = False
         self._phase = ""
         self._phase_started = 0.0
         self._tick_id: str | None = None
@@ -324,6 +325,7 @@ class LoginDialog(ttk.Frame):
 
     def _end_attempt(self) -> ChatClient | None:
         client, self._client = self._client, None
+        self._making_key = False
         if self._poller is not None:
             self._poller.stop()
             self._poller = None
@@ -332,13 +334,16 @@ class LoginDialog(ttk.Frame):
     def _on_events(self, batch: list[ev.Event]) -> None:
         for index, event in enumerate(batch):
             if isinstance(event, ev.StatusChanged):
-                self._set_phase(event.text)
+                if not self._making_key:  # the key's own message says more
+                    self._set_phase(event.text)
             elif isinstance(event, ev.KeyGenerationStarted):
+                self._making_key = True
                 self._set_phase(
                     f"Making your {event.bits}-bit key pair. This happens once, on the "
                     "first login, and can take up to a minute…"
                 )
             elif isinstance(event, ev.KeyGenerationFinished):
+                self._making_key = False
                 self._set_phase(
                     f"Key pair ready after {event.seconds:.0f} s. Logging in…"
                 )

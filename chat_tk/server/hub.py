@@ -9,6 +9,7 @@ scrypt work goes to the default executor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from chat_tk import __version__, crypto, protocol
-from chat_tk.errors import DecryptionFailed, RemoteProtocolError
+from chat_tk.errors import CryptoError, DecryptionFailed, RemoteProtocolError
 from chat_tk.protocol import answer, name_key
 from chat_tk.server import security
 from chat_tk.storage import server_store as store
@@ -134,7 +135,9 @@ class Hub:
     def is_pipelined(message: dict[str, Any]) -> bool:
         return message.get("action") in PIPELINED_ACTIONS
 
-    def dispatch(self, session: Session, message: dict[str, Any]) -> Awaitable[dict[str, Any] | None]:
+    def dispatch(
+        self, session: Session, message: dict[str, Any]
+    ) -> Awaitable[dict[str, Any] | None]:
         """Start handling one frame and return what will produce its answer.
 
         Database work of a pipelined request is queued here, before returning, so
@@ -150,7 +153,9 @@ class Hub:
         assert session.requests is not None
         if not session.requests.allow():
             log.warning("%s: request rate exceeded", session.address)
-            return _ready(answer(protocol.TOO_MANY, "too many requests, slow down", request_id))
+            return _ready(
+                answer(protocol.TOO_MANY, "too many requests, slow down", request_id)
+            )
 
         try:
             request = protocol.parse_request(message, session.account)
@@ -181,7 +186,8 @@ class Hub:
             return await self._authenticate(session, request, request_id)
 
         me = session.key
-        assert me is not None and session.account is not None
+        assert me is not None
+        assert session.account is not None
         if isinstance(request, protocol.Presence):
             return await self._presence(session, request, request_id)
         if isinstance(request, protocol.GetContacts):
@@ -190,7 +196,9 @@ class Hub:
         if isinstance(request, (protocol.AddContact, protocol.DelContact)):
             return await self._change_contact(me, request, request_id)
         if isinstance(request, protocol.GetUsers):
-            return answer(protocol.ACCEPTED, await self._db(store.list_accounts), request_id)
+            return answer(
+                protocol.ACCEPTED, await self._db(store.list_accounts), request_id
+            )
         if isinstance(request, protocol.GetOnline):
             names = sorted(s.account for s in self.online.values() if s.account)
             return answer(protocol.ACCEPTED, names, request_id)
@@ -214,18 +222,24 @@ class Hub:
         self, session: Session, request: protocol.Register, request_id: str | None
     ) -> dict[str, Any]:
         if not self.open_registration:
-            return answer(protocol.FORBIDDEN, "this server does not allow sign-up", request_id)
+            return answer(
+                protocol.FORBIDDEN, "this server does not allow sign-up", request_id
+            )
 
         bucket = self.registrations.setdefault(
             session.address.rsplit(":", 1)[0],
             security.TokenBucket(self.limits.registrations_per_minute / 60, 10),
         )
         if not bucket.allow():
-            return answer(protocol.TOO_MANY, "too many sign-ups from this address", request_id)
+            return answer(
+                protocol.TOO_MANY, "too many sign-ups from this address", request_id
+            )
 
         password = await self._open_password(session, request.sealed_password)
         if password is None:
-            return answer(protocol.BAD_REQUEST, "the sealed password does not open", request_id)
+            return answer(
+                protocol.BAD_REQUEST, "the sealed password does not open", request_id
+            )
         problem = password_problem(password)
         if problem:
             return answer(protocol.BAD_REQUEST, problem, request_id)
@@ -242,7 +256,9 @@ class Hub:
             )
         )
         if not created:
-            return answer(protocol.CONFLICT, "that name (or one too like it) is taken", request_id)
+            return answer(
+                protocol.CONFLICT, "that name (or one too like it) is taken", request_id
+            )
         log.info("%s: registered account %s", session.address, request.account_name)
         return answer(protocol.CREATED, "account created", request_id)
 
@@ -253,27 +269,38 @@ class Hub:
         host = session.address.rsplit(":", 1)[0]
         if self.name_failures.is_locked(key) or self.address_failures.is_locked(host):
             log.warning("%s: login throttled", session.address)
-            return answer(protocol.TOO_MANY, "too many failed logins, try later", request_id)
+            return answer(
+                protocol.TOO_MANY, "too many failed logins, try later", request_id
+            )
 
         account = await self._db(lambda c: store.get_account(c, key))
         password = await self._open_password(session, request.sealed_password)
         stored_hash = account.password_hash if account else None
         if password is None:
-            password, stored_hash = "", None  # same work, same answer as a wrong password
+            password, stored_hash = (
+                "",
+                None,
+            )  # same work, same answer as a wrong password
         good = await self._off_loop(security.verify_password, password, stored_hash)
 
         if not good or account is None:
             self.name_failures.record_failure(key)
             self.address_failures.record_failure(host)
             log.warning("%s: failed login", session.address)
-            return answer(protocol.WRONG_CREDENTIALS, "wrong account name or password", request_id)
+            return answer(
+                protocol.WRONG_CREDENTIALS, "wrong account name or password", request_id
+            )
         if session.account is not None:
             return answer(protocol.CONFLICT, "already logged in", request_id)
 
         await self._db(lambda c: store.record_login(c, key, self.clock(), host))
         older = self.online.get(key)
         if older is not None:
-            log.info("%s: %s logged in elsewhere; closing the older session", session.address, account.name)
+            log.info(
+                "%s: %s logged in elsewhere; closing the older session",
+                session.address,
+                account.name,
+            )
             older.send({"action": "session_replaced", "time": self.clock()})
             self._forget(older)
             older.close()
@@ -288,7 +315,9 @@ class Hub:
         session.send(answer(protocol.OK, account.name, request_id))
 
         await self._flush_queue(session)
-        await self._notify_watchers(key, {"action": "contact_status", "user": account.name, "online": True})
+        await self._notify_watchers(
+            key, {"action": "contact_status", "user": account.name, "online": True}
+        )
         return None
 
     async def _flush_queue(self, session: Session) -> None:
@@ -301,7 +330,11 @@ class Hub:
         assert key is not None
         last_seq = flushed = 0
         while not session.closing:
-            page = await self._db(lambda c: store.pending_messages(c, key, last_seq))
+            page = await self._db(
+                functools.partial(
+                    store.pending_messages, recipient=key, after_seq=last_seq
+                )
+            )
             if not page:
                 break
             for seq, frame in page:
@@ -319,7 +352,14 @@ class Hub:
 
         receipts = await self._db(lambda c: store.pending_receipts(c, key))
         for message_id, recipient, acked in receipts:
-            session.send({"action": "delivered", "id": message_id, "to": recipient, "time": acked})
+            session.send(
+                {
+                    "action": "delivered",
+                    "id": message_id,
+                    "to": recipient,
+                    "time": acked,
+                }
+            )
         if receipts:
             ids = [r[0] for r in receipts]
             await self._db(lambda c: store.mark_receipts_sent(c, key, ids))
@@ -336,7 +376,8 @@ class Hub:
         if was_online and session.key is not None:
             log.info("%s: %s went offline", session.address, session.account)
             await self._notify_watchers(
-                session.key, {"action": "contact_status", "user": session.account, "online": False}
+                session.key,
+                {"action": "contact_status", "user": session.account, "online": False},
             )
 
     async def _notify_watchers(self, key: str, event: dict[str, Any]) -> None:
@@ -355,12 +396,18 @@ class Hub:
         if pem is not None:
             try:
                 crypto.load_public_key(pem)
-            except crypto.CryptoError:
-                return answer(protocol.BAD_REQUEST, "public_key is not a PKCS#1 PEM RSA key", request_id)
+            except CryptoError:
+                return answer(
+                    protocol.BAD_REQUEST,
+                    "public_key is not a PKCS#1 PEM RSA key",
+                    request_id,
+                )
             changed = await self._db(lambda c: store.set_public_key(c, key, pem))
             if changed:
                 log.info("%s: %s published a new key", session.address, session.account)
-                await self._notify_watchers(key, {"action": "key_changed", "user": session.account})
+                await self._notify_watchers(
+                    key, {"action": "key_changed", "user": session.account}
+                )
         return answer(protocol.OK, None, request_id)
 
     async def _change_contact(
@@ -385,8 +432,12 @@ class Hub:
             return answer(protocol.NOT_FOUND, "no such user", request_id)
         return answer(protocol.OK, None, request_id)
 
-    async def _pubkey(self, request: protocol.PubkeyNeed, request_id: str | None) -> dict[str, Any]:
-        account = await self._db(lambda c: store.get_account(c, name_key(request.account_name)))
+    async def _pubkey(
+        self, request: protocol.PubkeyNeed, request_id: str | None
+    ) -> dict[str, Any]:
+        account = await self._db(
+            lambda c: store.get_account(c, name_key(request.account_name))
+        )
         if account is None or account.public_key is None:
             return answer(protocol.NOT_FOUND, "no such user, or no key yet", request_id)
         return answer(protocol.PUBLIC_KEY, account.public_key, request_id)
@@ -396,10 +447,13 @@ class Hub:
     def _send_message(
         self, session: Session, request: protocol.SendMessage, request_id: str | None
     ) -> Awaitable[dict[str, Any] | None]:
-        assert session.messages is not None and session.key is not None
+        assert session.messages is not None
+        assert session.key is not None
         if not session.messages.allow():
             log.warning("%s: message rate exceeded", session.address)
-            return _ready(answer(protocol.TOO_MANY, "too many messages, slow down", request_id))
+            return _ready(
+                answer(protocol.TOO_MANY, "too many messages, slow down", request_id)
+            )
 
         sender, recipient, now = session.key, name_key(request.recipient), self.clock()
         frame = {
@@ -416,20 +470,28 @@ class Hub:
         def store_it(conn: Any) -> store.StoredMessage | None:
             if store.get_account(conn, recipient) is None:
                 return None
-            return store.store_message(conn, sender, request.message_id, recipient, frame, now)
+            return store.store_message(
+                conn, sender, request.message_id, recipient, frame, now
+            )
 
         stored = asyncio.wrap_future(self.db.submit(store_it))
         return self._finish_send(stored, request_id)
 
     async def _finish_send(
-        self, stored_future: Awaitable[store.StoredMessage | None], request_id: str | None
+        self,
+        stored_future: Awaitable[store.StoredMessage | None],
+        request_id: str | None,
     ) -> dict[str, Any]:
         stored = await stored_future
         if stored is None:
             return answer(protocol.NOT_FOUND, "no such user", request_id)
         if stored.new:
             self._push(stored.recipient, stored.seq, stored.frame)
-        return {"response": protocol.OK, "id": stored.message_id, "server_time": stored.server_time}
+        return {
+            "response": protocol.OK,
+            "id": stored.message_id,
+            "server_time": stored.server_time,
+        }
 
     def _push(self, recipient: str, seq: int, frame: dict[str, Any]) -> None:
         target = self.online.get(recipient)
@@ -445,15 +507,24 @@ class Hub:
     ) -> dict[str, Any]:
         me, now = session.key, self.clock()
         assert me is not None
-        acked = await self._db(lambda c: store.acknowledge(c, me, request.message_id, now))
+        acked = await self._db(
+            lambda c: store.acknowledge(c, me, request.message_id, now)
+        )
         if acked is not None:
             sender, message_id = acked
             target = self.online.get(sender)
             if target is not None:
                 target.send(
-                    {"action": "delivered", "id": message_id, "to": session.account, "time": now}
+                    {
+                        "action": "delivered",
+                        "id": message_id,
+                        "to": session.account,
+                        "time": now,
+                    }
                 )
-                await self._db(lambda c: store.mark_receipts_sent(c, sender, [message_id]))
+                await self._db(
+                    lambda c: store.mark_receipts_sent(c, sender, [message_id])
+                )
         return answer(protocol.OK, None, request_id)
 
 

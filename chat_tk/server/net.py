@@ -46,10 +46,14 @@ class ServerConfig:
 
 
 def open_server_database(data_dir: Path) -> DatabaseWorker:
-    return DatabaseWorker(data_dir / DATABASE_FILE, server_store.SCHEMA, server_store.SCHEMA_VERSION)
+    return DatabaseWorker(
+        data_dir / DATABASE_FILE, server_store.SCHEMA, server_store.SCHEMA_VERSION
+    )
 
 
-def load_or_create_server_key(db: DatabaseWorker, bits: int = crypto.DEFAULT_KEY_BITS) -> crypto.KeyPair:
+def load_or_create_server_key(
+    db: DatabaseWorker, bits: int = crypto.DEFAULT_KEY_BITS
+) -> crypto.KeyPair:
     """The server's identity key, made once and kept across restarts."""
     stored = db.call(lambda c: server_store.get_setting(c, SERVER_KEY_SETTING))
     if stored is not None:
@@ -64,14 +68,18 @@ def load_or_create_server_key(db: DatabaseWorker, bits: int = crypto.DEFAULT_KEY
 class Connection:
     """One client's socket: reads frames, feeds the hub, writes answers in order."""
 
-    def __init__(self, hub: Hub, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, hub: Hub, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.hub = hub
         self.reader = reader
         self.writer = writer
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.address = f"{peer[0]}:{peer[1]}"
         self.closed = False
-        self.session: Session = hub.new_session(self.address, self.send, self.abort, self.drain)
+        self.session: Session = hub.new_session(
+            self.address, self.send, self.abort, self.drain
+        )
         self.answers: asyncio.Queue[Awaitable[dict[str, Any] | None]] = asyncio.Queue(
             MAX_ANSWERS_IN_FLIGHT
         )
@@ -86,11 +94,20 @@ class Connection:
             log.exception("%s: could not encode an outgoing frame", self.address)
             return
         self.writer.write(frame)
-        log.debug("%s: sent %s (%d bytes)", self.address, message.get("action") or message.get("response"), len(frame))
+        log.debug(
+            "%s: sent %s (%d bytes)",
+            self.address,
+            message.get("action") or message.get("response"),
+            len(frame),
+        )
 
         buffered = self.writer.transport.get_write_buffer_size()
         if buffered > MAX_PENDING_OUTPUT_BYTES:
-            log.warning("%s: peer is not reading (%d bytes pending); closing", self.address, buffered)
+            log.warning(
+                "%s: peer is not reading (%d bytes pending); closing",
+                self.address,
+                buffered,
+            )
             self.abort()
 
     async def drain(self) -> None:
@@ -100,7 +117,9 @@ class Connection:
         try:
             await asyncio.wait_for(self.writer.drain(), IDLE_TIMEOUT_SECONDS)
         except (asyncio.TimeoutError, ConnectionError):
-            log.warning("%s: peer stopped reading during a flush; closing", self.address)
+            log.warning(
+                "%s: peer stopped reading during a flush; closing", self.address
+            )
             self.abort()
 
     def abort(self) -> None:
@@ -141,9 +160,15 @@ class Connection:
                 partial_since = None
                 timeout = IDLE_TIMEOUT_SECONDS
             try:
-                data = await asyncio.wait_for(self.reader.read(READ_CHUNK_BYTES), max(timeout, 0))
+                data = await asyncio.wait_for(
+                    self.reader.read(READ_CHUNK_BYTES), max(timeout, 0)
+                )
             except asyncio.TimeoutError:
-                log.warning("%s: %s; closing", self.address, "unfinished frame timed out" if partial_since else "idle")
+                log.warning(
+                    "%s: %s; closing",
+                    self.address,
+                    "unfinished frame timed out" if partial_since else "idle",
+                )
                 return
             if not data:
                 return
@@ -152,7 +177,9 @@ class Connection:
                 frames = decoder.feed(data)
             except FatalFrameError as exc:
                 log.warning("%s: %s; closing", self.address, exc)
-                await self._queue_answer(_ready(protocol.answer(protocol.BAD_REQUEST, str(exc))))
+                await self._queue_answer(
+                    _ready(protocol.answer(protocol.BAD_REQUEST, str(exc)))
+                )
                 await self.answers.join()
                 return
 
@@ -164,7 +191,9 @@ class Connection:
     async def _handle_frame(self, frame: dict[str, Any] | protocol.BadFrame) -> None:
         if isinstance(frame, protocol.BadFrame):
             log.warning("%s: bad frame: %s", self.address, frame.reason)
-            await self._queue_answer(_ready(protocol.answer(protocol.BAD_REQUEST, frame.reason)))
+            await self._queue_answer(
+                _ready(protocol.answer(protocol.BAD_REQUEST, frame.reason))
+            )
             return
 
         log.debug("%s: received %s", self.address, frame.get("action"))
@@ -201,11 +230,15 @@ async def _ready(value: dict[str, Any]) -> dict[str, Any]:
 class ChatServer(metaclass=ServerVerifier):
     """Listens on a TCP port and serves every connection until stopped."""
 
-    def __init__(self, config: ServerConfig, server_pair: crypto.KeyPair | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig, server_pair: crypto.KeyPair | None = None
+    ) -> None:
         self.config = config
         self.db = open_server_database(config.data_dir)
         self.server_pair = server_pair or load_or_create_server_key(self.db)
-        self.hub = Hub(self.db, self.server_pair, config.open_registration, config.limits)
+        self.hub = Hub(
+            self.db, self.server_pair, config.open_registration, config.limits
+        )
         self.connections: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Server | None = None
         self.port = config.port
@@ -216,11 +249,21 @@ class ChatServer(metaclass=ServerVerifier):
         )
         sockets = self._listener.sockets
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
-        log.info("chat_tk server listening on %s:%d (data in %s)", self.config.host, self.port, self.config.data_dir)
+        log.info(
+            "chat_tk server listening on %s:%d (data in %s)",
+            self.config.host,
+            self.port,
+            self.config.data_dir,
+        )
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         if len(self.connections) >= MAX_CONNECTIONS:
-            log.warning("connection limit reached; refusing %s", writer.get_extra_info("peername"))
+            log.warning(
+                "connection limit reached; refusing %s",
+                writer.get_extra_info("peername"),
+            )
             writer.close()
             return
         task = asyncio.current_task()

@@ -7,6 +7,7 @@ database directly and may run while the server is up (sqlite WAL allows it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import logging
 import signal
@@ -34,10 +35,9 @@ def run_headless(config: ServerConfig) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
+            # On Windows there are no signal handlers; Ctrl+C raises KeyboardInterrupt.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
-            except (NotImplementedError, RuntimeError):  # Windows: Ctrl+C raises instead
-                pass
         server = await loop.run_in_executor(None, ChatServer, config)
         await server.serve_forever(stop)
 
@@ -46,7 +46,10 @@ def run_headless(config: ServerConfig) -> int:
     except KeyboardInterrupt:
         log.info("interrupted")
     except OSError as exc:
-        print(f"chat_tk server: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"chat_tk server: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     except ChatError as exc:
         print(f"chat_tk server: {exc}", file=sys.stderr)
@@ -61,14 +64,18 @@ class HostedServer:
     open registration, so that a double-click is enough to start chatting.
     """
 
-    def __init__(self, config: ServerConfig, server_pair: crypto.KeyPair | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig, server_pair: crypto.KeyPair | None = None
+    ) -> None:
         self.config = config
         self.server_pair = server_pair
         self.port = config.port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started: Future[int] = Future()
-        self._thread = threading.Thread(target=self._run, name="hosted-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="hosted-server", daemon=True
+        )
 
     def start(self, timeout: float = 120.0) -> int:
         """Start serving and return the port (the first start makes a key: seconds)."""
@@ -99,7 +106,11 @@ class HostedServer:
             await server.stop()
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+        if (
+            self._loop is not None
+            and self._stop is not None
+            and self._thread.is_alive()
+        ):
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(timeout=10)
 
@@ -149,7 +160,12 @@ def add_user(data_dir: Path, raw_name: str, password: str) -> str:
     try:
         created = db.call(
             lambda c: server_store.create_account(
-                c, protocol.name_key(name), name, protocol.confusable_skeleton(name), hashed, time.time()
+                c,
+                protocol.name_key(name),
+                name,
+                protocol.confusable_skeleton(name),
+                hashed,
+                time.time(),
             )
         )
     finally:
@@ -162,7 +178,9 @@ def add_user(data_dir: Path, raw_name: str, password: str) -> str:
 def remove_user(data_dir: Path, raw_name: str) -> None:
     db = open_server_database(data_dir)
     try:
-        removed = db.call(lambda c: server_store.delete_account(c, protocol.name_key(raw_name)))
+        removed = db.call(
+            lambda c: server_store.delete_account(c, protocol.name_key(raw_name))
+        )
     finally:
         db.close()
     if not removed:
@@ -175,4 +193,3 @@ def list_users(data_dir: Path) -> list[tuple[str, int, int, float | None]]:
         return db.call(server_store.account_stats)
     finally:
         db.close()
-

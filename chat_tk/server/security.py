@@ -25,7 +25,13 @@ _DUMMY_SALT = secrets.token_bytes(SALT_BYTES)
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024, dklen=32
+        password.encode("utf-8"),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        maxmem=64 * 1024 * 1024,
+        dklen=32,
     )
 
 
@@ -79,7 +85,9 @@ class FailureThrottle:
     keys that do not are treated the same way, so the answer reveals nothing.
     """
 
-    def __init__(self, limit: int, window_seconds: float, lockout_seconds: float) -> None:
+    def __init__(
+        self, limit: int, window_seconds: float, lockout_seconds: float
+    ) -> None:
         self.limit = limit
         self.window_seconds = window_seconds
         self.lockout_seconds = lockout_seconds
@@ -111,6 +119,10 @@ class FailureThrottle:
         """Keep memory bounded when many names are tried."""
         if len(self._failures) < 10_000:
             return
-        stale = [k for k, v in self._failures.items() if not v or v[-1] < now - self.window_seconds]
+        stale = [
+            k
+            for k, v in self._failures.items()
+            if not v or v[-1] < now - self.window_seconds
+        ]
         for key in stale:
             del self._failures[key]

@@ -83,7 +83,9 @@ class PeerKey:
     offered_pem: str | None  # a different key the server now gives, not yet accepted
 
 
-_MESSAGE_COLUMNS = "seq, id, peer, outgoing, text, state, problem, local_time, server_time"
+_MESSAGE_COLUMNS = (
+    "seq, id, peer, outgoing, text, state, problem, local_time, server_time"
+)
 
 
 def _record(row: tuple[object, ...]) -> MessageRecord:
@@ -109,7 +111,7 @@ class ClientStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self.conn  # open now, so a damaged file is reported at once
+        self.conn.execute("SELECT 1")  # open now: a damaged file is reported at once
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -175,7 +177,10 @@ class ClientStore:
         return {str(k): int(n) for k, n in rows}
 
     def mark_read(self, peer_key: str) -> None:
-        self.conn.execute("UPDATE messages SET unread = 0 WHERE peer_key = ? AND unread = 1", (peer_key,))
+        self.conn.execute(
+            "UPDATE messages SET unread = 0 WHERE peer_key = ? AND unread = 1",
+            (peer_key,),
+        )
 
     # ----------------------------------------------------------------- keys
 
@@ -195,11 +200,15 @@ class ClientStore:
 
     def offer_peer_key(self, key: str, pem: str | None) -> None:
         """Remember a changed key that the user has not accepted (None clears it)."""
-        self.conn.execute("UPDATE peer_keys SET offered_pem = ? WHERE name_key = ?", (pem, key))
+        self.conn.execute(
+            "UPDATE peer_keys SET offered_pem = ? WHERE name_key = ?", (pem, key)
+        )
 
     # ----------------------------------------------------------------- messages
 
-    def add_outgoing(self, message_id: str, peer_key: str, peer: str, text: str) -> MessageRecord:
+    def add_outgoing(
+        self, message_id: str, peer_key: str, peer: str, text: str
+    ) -> MessageRecord:
         """Put a message in the outbox; it is sent when the connection allows."""
         now = time.time()
         cursor = self.conn.execute(
@@ -226,7 +235,17 @@ class ClientStore:
             cursor = self.conn.execute(
                 "INSERT INTO messages (id, peer_key, peer, outgoing, text, state, problem, "
                 "payload, local_time, server_time, unread) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, 1)",
-                (message_id, peer_key, peer, text, state, problem, payload, time.time(), server_time),
+                (
+                    message_id,
+                    peer_key,
+                    peer,
+                    text,
+                    state,
+                    problem,
+                    payload,
+                    time.time(),
+                    server_time,
+                ),
             )
         except sqlite3.IntegrityError:
             return None
@@ -248,7 +267,8 @@ class ClientStore:
 
     def outgoing_by_id(self, message_id: str) -> MessageRecord | None:
         row = self.conn.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE outgoing = 1 AND id = ?", (message_id,)
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE outgoing = 1 AND id = ?",
+            (message_id,),
         ).fetchone()
         return None if row is None else _record(row)
 
@@ -293,7 +313,8 @@ class ClientStore:
 
     def outbox(self) -> list[MessageRecord]:
         rows = self.conn.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE state = ? ORDER BY seq", (PENDING,)
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE state = ? ORDER BY seq",
+            (PENDING,),
         )
         return [_record(r) for r in rows]
 
@@ -335,7 +356,9 @@ class KnownServers:
     def pinned(self, address: str) -> str | None:
         conn = self._open()
         try:
-            row = conn.execute("SELECT pem FROM servers WHERE address = ?", (address,)).fetchone()
+            row = conn.execute(
+                "SELECT pem FROM servers WHERE address = ?", (address,)
+            ).fetchone()
         finally:
             conn.close()
         return None if row is None else str(row[0])
@@ -344,7 +367,8 @@ class KnownServers:
         conn = self._open()
         try:
             conn.execute(
-                "INSERT OR REPLACE INTO servers VALUES (?, ?, ?)", (address, pem, time.time())
+                "INSERT OR REPLACE INTO servers VALUES (?, ?, ?)",
+                (address, pem, time.time()),
             )
         finally:
             conn.close()
@@ -352,6 +376,11 @@ class KnownServers:
     def forget(self, address: str) -> bool:
         conn = self._open()
         try:
-            return conn.execute("DELETE FROM servers WHERE address = ?", (address,)).rowcount > 0
+            return (
+                conn.execute(
+                    "DELETE FROM servers WHERE address = ?", (address,)
+                ).rowcount
+                > 0
+            )
         finally:
             conn.close()

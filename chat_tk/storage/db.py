@@ -36,7 +36,9 @@ def _explain(path: Path, exc: Exception) -> StorageError:
     )
 
 
-def open_database(path: Path, schema: Sequence[str], version: int) -> sqlite3.Connection:
+def open_database(
+    path: Path, schema: Sequence[str], version: int
+) -> sqlite3.Connection:
     """Open (or create) a database file and bring its schema to `version`.
 
     A file that exists but cannot be read as a database raises StorageError naming
@@ -46,7 +48,10 @@ def open_database(path: Path, schema: Sequence[str], version: int) -> sqlite3.Co
     existed = path.exists() and path.stat().st_size > 0
     try:
         conn = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=True
+            path,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=True,
         )
     except sqlite3.Error as exc:
         raise _explain(path, exc) from exc
@@ -86,7 +91,9 @@ class DatabaseWorker:
 
     def __init__(self, path: Path, schema: Sequence[str], version: int) -> None:
         self.path = path
-        self._jobs: queue.Queue[tuple[Callable[[sqlite3.Connection], Any], Future[Any]] | None]
+        self._jobs: queue.Queue[
+            tuple[Callable[[sqlite3.Connection], Any], Future[Any]] | None
+        ]
         self._jobs = queue.Queue()
         self._opened: Future[None] = Future()
         self._thread = threading.Thread(

@@ -141,14 +141,20 @@ def account_stats(conn: sqlite3.Connection) -> list[tuple[str, int, int, float |
 
 def set_public_key(conn: sqlite3.Connection, key: str, public_key: str) -> bool:
     """Store a user's key; True when it differs from the one held before."""
-    row = conn.execute("SELECT public_key FROM users WHERE name_key = ?", (key,)).fetchone()
+    row = conn.execute(
+        "SELECT public_key FROM users WHERE name_key = ?", (key,)
+    ).fetchone()
     changed = row is not None and row[0] is not None and row[0] != public_key
-    conn.execute("UPDATE users SET public_key = ? WHERE name_key = ?", (public_key, key))
+    conn.execute(
+        "UPDATE users SET public_key = ? WHERE name_key = ?", (public_key, key)
+    )
     return changed
 
 
 def record_login(conn: sqlite3.Connection, key: str, now: float, address: str) -> None:
-    conn.execute("INSERT INTO logins (user, time, address) VALUES (?, ?, ?)", (key, now, address))
+    conn.execute(
+        "INSERT INTO logins (user, time, address) VALUES (?, ?, ?)", (key, now, address)
+    )
 
 
 def login_history(conn: sqlite3.Connection, key: str) -> list[tuple[float, str]]:
@@ -162,11 +168,16 @@ def login_history(conn: sqlite3.Connection, key: str) -> list[tuple[float, str]]
 
 
 def add_contact(conn: sqlite3.Connection, owner: str, contact: str) -> None:
-    conn.execute("INSERT OR IGNORE INTO contacts (owner, contact) VALUES (?, ?)", (owner, contact))
+    conn.execute(
+        "INSERT OR IGNORE INTO contacts (owner, contact) VALUES (?, ?)",
+        (owner, contact),
+    )
 
 
 def del_contact(conn: sqlite3.Connection, owner: str, contact: str) -> None:
-    conn.execute("DELETE FROM contacts WHERE owner = ? AND contact = ?", (owner, contact))
+    conn.execute(
+        "DELETE FROM contacts WHERE owner = ? AND contact = ?", (owner, contact)
+    )
 
 
 def list_contacts(conn: sqlite3.Connection, owner: str) -> list[str]:
@@ -202,7 +213,9 @@ def store_message(
     ).fetchone()
     if row is not None:
         stored_frame = json.loads(row[1]) if row[1] is not None else frame
-        return StoredMessage(row[0], sender, message_id, recipient, stored_frame, row[2], False)
+        return StoredMessage(
+            row[0], sender, message_id, recipient, stored_frame, row[2], False
+        )
 
     text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
     cursor = conn.execute(
@@ -211,7 +224,8 @@ def store_message(
         (sender, message_id, recipient, text, now),
     )
     conn.execute(
-        "UPDATE users SET messages_sent = messages_sent + 1 WHERE name_key = ?", (sender,)
+        "UPDATE users SET messages_sent = messages_sent + 1 WHERE name_key = ?",
+        (sender,),
     )
     conn.execute(
         "UPDATE users SET messages_received = messages_received + 1 WHERE name_key = ?",
@@ -245,11 +259,15 @@ def acknowledge(
     ).fetchone()
     if row is None:
         return None
-    conn.execute("UPDATE messages SET acked_time = ?, frame = NULL WHERE seq = ?", (now, row[0]))
+    conn.execute(
+        "UPDATE messages SET acked_time = ?, frame = NULL WHERE seq = ?", (now, row[0])
+    )
     return str(row[1]), message_id
 
 
-def pending_receipts(conn: sqlite3.Connection, sender: str) -> list[tuple[str, str, float]]:
+def pending_receipts(
+    conn: sqlite3.Connection, sender: str
+) -> list[tuple[str, str, float]]:
     """(id, recipient name, acked time) of delivered messages the sender was not told of."""
     rows = conn.execute(
         "SELECT messages.message_id, users.name, messages.acked_time FROM messages "
@@ -261,7 +279,9 @@ def pending_receipts(conn: sqlite3.Connection, sender: str) -> list[tuple[str, s
     return [(str(i), str(n), float(t)) for i, n, t in rows]
 
 
-def mark_receipts_sent(conn: sqlite3.Connection, sender: str, message_ids: list[str]) -> None:
+def mark_receipts_sent(
+    conn: sqlite3.Connection, sender: str, message_ids: list[str]
+) -> None:
     conn.executemany(
         "UPDATE messages SET receipt_sent = 1 WHERE sender = ? AND message_id = ?",
         [(sender, message_id) for message_id in message_ids],
