@@ -30,10 +30,15 @@ from chat_tk.protocol import name_key
 ENVELOPE_ENCODING = "chat_tk-rsa-blocks-v1"
 DEFAULT_KEY_BITS = 2048
 MIN_SERVER_KEY_BITS = 2048
+# Smaller keys would make the envelope of a MAX_TEXT_BYTES text overflow a msg frame.
+MIN_PEER_KEY_BITS = 1024
 # The largest text a message may carry, in UTF-8 bytes: with a 2048-bit key its
 # envelope (two encrypted copies, base64) stays inside the 64,000-byte msg frame.
 MAX_TEXT_BYTES = 20_000
 PKCS1_PADDING_BYTES = 11
+# What the envelope may take of a msg frame; the rest is room for the outer fields
+# (two 32-character names of up to 4 bytes each, a 64-character id, the encoding).
+MAX_PAYLOAD_CHARS = 63_000
 _SIGNATURE_HASH = "SHA-256"
 _SIGNED_PREFIX = b"chat_tk envelope v1\n"
 
@@ -102,8 +107,8 @@ def load_public_key(pem: Any) -> PublicKey:
         raise CryptoError("public key is not a PKCS#1 PEM RSA key") from exc
     except Exception as exc:  # pyasn1 raises its own error types for garbage
         raise CryptoError("public key is not a PKCS#1 PEM RSA key") from exc
-    if key.n.bit_length() < 512:
-        raise CryptoError("public key is too small")
+    if key.n.bit_length() < MIN_PEER_KEY_BITS:
+        raise CryptoError(f"public key is smaller than {MIN_PEER_KEY_BITS} bits")
     return PublicKey(pem, key)
 
 
@@ -238,7 +243,10 @@ def seal_envelope(
         "s": base64.b64encode(for_sender).decode("ascii"),
         "sig": base64.b64encode(signature).decode("ascii"),
     }
-    return json.dumps(envelope, separators=(",", ":"))
+    payload = json.dumps(envelope, separators=(",", ":"))
+    if len(payload) > MAX_PAYLOAD_CHARS:  # only with keys smaller than 1024 bits
+        raise TextTooLong(len(text.encode("utf-8")), MAX_TEXT_BYTES)
+    return payload
 
 
 def _parse_envelope(payload: str) -> tuple[bytes, bytes, bytes]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ChatError(Exception):
     """Base of every error chat_tk raises on purpose."""
@@ -24,7 +26,16 @@ class RemoteProtocolError(ProtocolError):
 
 
 class FatalFrameError(RemoteProtocolError):
-    """The byte stream itself is unusable (oversized frame): the connection must close."""
+    """The byte stream itself is unusable (oversized frame): the connection must close.
+
+    `complete_frames` holds what arrived whole before the oversized frame.
+    """
+
+    def __init__(
+        self, message: str, complete_frames: Sequence[object] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.complete_frames = list(complete_frames or ())
 
 
 class CryptoError(ChatError):

@@ -41,7 +41,6 @@ TOO_MANY = 429
 SERVER_ERROR = 500
 PUBLIC_KEY = 511
 
-_ALERT_CODES = {NOTICE, OK, CREATED, ACCEPTED, PUBLIC_KEY}
 
 # Actions a client may send before a successful authenticate (section "Session", 3).
 ACTIONS_BEFORE_LOGIN = frozenset({"register", "authenticate", "exit", "quit", "probe"})
@@ -56,10 +55,10 @@ def encode(message: dict[str, Any]) -> bytes:
         text = json.dumps(
             message, ensure_ascii=False, separators=(",", ":"), allow_nan=False
         )
-    except (TypeError, ValueError) as exc:
+        frame = text.encode("utf-8") + b"\n"
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise LocalProtocolError(f"message cannot be encoded: {exc}") from exc
 
-    frame = text.encode("utf-8") + b"\n"
     if len(frame) > MAX_FRAME_BYTES:
         raise LocalProtocolError(
             f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}"
@@ -71,6 +70,30 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True when a string anywhere in the value holds half of a UTF-16 pair.
+
+    JSON escapes such as \\ud800 decode to characters that cannot be written back as
+    UTF-8, so such a frame could be accepted and then fail when stored or relayed.
+    """
+    if isinstance(value, str):
+        return any("\ud800" <= char <= "\udfff" for char in value)
+    if isinstance(value, dict):
+        return any(
+            _has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
+
+
 def parse_frame(line: bytes) -> dict[str, Any]:
     """Turn one complete frame (without its newline) into a dict.
 
@@ -79,7 +102,9 @@ def parse_frame(line: bytes) -> dict[str, Any]:
     """
     try:
         text = line.decode("utf-8")
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RemoteProtocolError(
             f"frame is not valid JSON: {type(exc).__name__}"
@@ -87,6 +112,8 @@ def parse_frame(line: bytes) -> dict[str, Any]:
 
     if not isinstance(value, dict):
         raise RemoteProtocolError("frame is not a JSON object")
+    if "\\u" in text and _has_lone_surrogate(value):
+        raise RemoteProtocolError("frame holds an unpaired UTF-16 surrogate escape")
     return value
 
 
@@ -122,7 +149,8 @@ class FrameDecoder:
         """Add bytes; return every frame they complete, in order.
 
         Raises FatalFrameError when a frame grows past the limit: the stream can no
-        longer be trusted to resynchronise, so the caller answers 400 and closes.
+        longer be trusted to resynchronise, so the caller answers the frames that came
+        before it (`complete_frames`), then 400, and closes.
         """
         self._buffer += data
         frames: list[dict[str, Any] | BadFrame] = []
@@ -132,11 +160,11 @@ class FrameDecoder:
             if newline < 0:
                 self._scanned = len(self._buffer)
                 if len(self._buffer) >= self.max_frame_bytes:
-                    raise FatalFrameError("frame too long")
+                    raise FatalFrameError("frame too long", complete_frames=frames)
                 return frames
 
             if newline + 1 > self.max_frame_bytes:
-                raise FatalFrameError("frame too long")
+                raise FatalFrameError("frame too long", complete_frames=frames)
 
             line = bytes(self._buffer[:newline])
             del self._buffer[: newline + 1]
@@ -154,7 +182,7 @@ def answer(
     code: int, text: Any = None, request_id: str | None = None
 ) -> dict[str, Any]:
     """Build an answer frame: `alert` for 1xx/2xx/511, `error` for the other codes."""
-    key = "alert" if code in _ALERT_CODES else "error"
+    key = "alert" if 100 <= code < 300 or code == PUBLIC_KEY else "error"
     message: dict[str, Any] = {"response": code}
     if text is not None or key == "error":
         message[key] = text if text is not None else ""
@@ -170,7 +198,38 @@ _SCRIPT_NEUTRAL = frozenset("0123456789_-.")
 
 
 # Scripts that are written together in one name (Japanese, Korean with Hanja).
-_SCRIPT_FAMILIES = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "CJK"}
+_SCRIPT_FAMILIES = {
+    "HIRAGANA": "CJK",
+    "KATAKANA": "CJK",
+    "KATAKANA-HIRAGANA": "CJK",  # the long vowel mark
+    "IDEOGRAPHIC": "CJK",  # the iteration mark in names such as 佐々木
+    "HANGUL": "CJK",
+}
+
+# Code points that render as nothing (Unicode's Default_Ignorable_Code_Point) but are
+# letters or marks by category; a name holding one would look like another name.
+_INVISIBLE_RANGES = (
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+
+
+def _is_invisible(char: str) -> bool:
+    point = ord(char)
+    return any(low <= point <= high for low, high in _INVISIBLE_RANGES)
+
 
 # Letters of other alphabets that look like Latin ones; two names with the same
 # skeleton would be confused on screen, so the server lets only the first exist.
@@ -213,7 +272,7 @@ def normalize_account_name(raw: Any) -> str:
     for char in name:
         category = unicodedata.category(char)
         allowed = category[0] in "LM" or category == "Nd" or char in _NAME_PUNCTUATION
-        if not allowed:
+        if not allowed or _is_invisible(char):
             raise RemoteProtocolError(f"account name may not contain {char!r}")
 
     first = unicodedata.category(name[0])
@@ -252,9 +311,13 @@ def _require_time(message: dict[str, Any], required: bool) -> float | None:
     value = message["time"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RemoteProtocolError("'time' must be a number")
-    if not math.isfinite(value):
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise RemoteProtocolError("'time' is out of range") from None
+    if not math.isfinite(seconds):
         raise RemoteProtocolError("'time' must be a finite number")
-    return float(value)
+    return seconds
 
 
 def request_id_of(message: dict[str, Any]) -> str | None:

@@ -54,6 +54,18 @@ def sentence(text: str) -> str:
     return text if text[-1] in ".!?…" else text + "."
 
 
+def describe_failure(reason: str, address: str) -> str:
+    """A login failure as the dialog shows it.
+
+    The client words a refusal as a whole sentence ("Wrong account name or
+    password.") and a broken connection as a lower-case fragment ("the server did
+    not answer in time"); the fragment gets the address it is about.
+    """
+    if address in reason or reason[:1].isupper():
+        return sentence(reason)
+    return sentence(f"Could not log in to {address}: {reason}")
+
+
 def hosting_note(port: int, addresses: list[str]) -> str:
     if addresses:
         where = ", ".join(f"{address}:{port}" for address in addresses)
@@ -370,9 +382,7 @@ class LoginDialog(ttk.Frame):
         assert client is not None
         stop_in_background(client)
         address = f"{client.host}:{client.port}"
-        message = sentence(event.reason)
-        if address not in message:
-            message = f"{message[:-1]} ({address})."
+        message = describe_failure(event.reason, address)
         log.info("login failed: %s", event.reason)
 
         unreachable = isinstance(event, ev.LoginFailed) and event.unreachable

@@ -176,6 +176,9 @@ class Connection:
             try:
                 frames = decoder.feed(data)
             except FatalFrameError as exc:
+                for frame in exc.complete_frames:
+                    if isinstance(frame, (dict, protocol.BadFrame)):
+                        await self._handle_frame(frame)
                 log.warning("%s: %s; closing", self.address, exc)
                 await self._queue_answer(
                     _ready(protocol.answer(protocol.BAD_REQUEST, str(exc)))

@@ -96,6 +96,7 @@ class DatabaseWorker:
         ]
         self._jobs = queue.Queue()
         self._opened: Future[None] = Future()
+        self._closed = False
         self._thread = threading.Thread(
             target=self._run, args=(schema, version), name="db-writer", daemon=True
         )
@@ -106,6 +107,9 @@ class DatabaseWorker:
 
     def submit(self, operation: Callable[[sqlite3.Connection], T]) -> Future[T]:
         future: Future[T] = Future()
+        if self._closed:
+            future.set_exception(StorageError(f"database {self.path} is closed"))
+            return future
         self._jobs.put((operation, future))
         return future
 
@@ -115,9 +119,19 @@ class DatabaseWorker:
 
     def close(self) -> None:
         """Finish every queued operation, commit, and close the file."""
+        self._closed = True
         if self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join()
+
+        # Anything that slipped in while closing is refused rather than left hanging.
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[1].set_exception(StorageError(f"database {self.path} is closed"))
 
     def _run(self, schema: Sequence[str], version: int) -> None:
         try:
