@@ -534,6 +534,17 @@ def _parse_send(message: dict[str, Any], me: str | None) -> SendMessage:
     sender = normalize_account_name(message.get("from"))
     if me is None or name_key(sender) != name_key(me):
         raise WrongAccount("'from' must name the logged-in account")
+
+    # Measured as the server will write it, so the relayed copy (plus server_time)
+    # always fits in a frame.
+    try:
+        size = len(encode(message))
+    except LocalProtocolError:
+        size = MAX_FRAME_BYTES + 1
+    if size > MAX_CLIENT_MSG_FRAME_BYTES:
+        raise RemoteProtocolError(
+            f"a msg frame may have at most {MAX_CLIENT_MSG_FRAME_BYTES} bytes"
+        )
     return SendMessage(message_id, me, recipient, encoding, payload, message)
 
 

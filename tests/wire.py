@@ -8,9 +8,11 @@ Every socket operation has a timeout.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import secrets
 import socket
+import threading
 import time
 from typing import Any
 
@@ -31,7 +33,9 @@ def new_id() -> str:
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return (
+        json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    )
 
 
 def answer_shape_problem(frame: dict[str, Any]) -> str | None:
@@ -62,7 +66,9 @@ class WireClient:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if receive_buffer_bytes is not None:
             # Set before connecting so that the advertised window stays small.
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
+            self.sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes
+            )
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
@@ -78,10 +84,8 @@ class WireClient:
     # ----------------------------------------------------------------- bytes
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     def __enter__(self) -> WireClient:
         return self
@@ -102,7 +106,7 @@ class WireClient:
         self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(262_144)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise TimeoutError("no complete frame in time") from None
         except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
             raise WireClosed(f"connection reset: {exc}") from exc
@@ -115,10 +119,13 @@ class WireClient:
     def recv_bytes_frame(self, timeout: float | None = None) -> bytes:
         """The next frame exactly as it came, without its newline."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while b"\n" not in self.buffer:
+        newline = self.buffer.find(b"\n")
+        while newline < 0:
+            scanned = len(self.buffer)
             self._read_some(deadline)
-        line, _, rest = bytes(self.buffer).partition(b"\n")
-        self.buffer = bytearray(rest)
+            newline = self.buffer.find(b"\n", scanned)
+        line = bytes(self.buffer[:newline])
+        del self.buffer[: newline + 1]
         return line
 
     def recv(self, timeout: float | None = None) -> dict[str, Any]:
@@ -129,7 +136,9 @@ class WireClient:
         assert isinstance(frame, dict), f"server sent a non-object frame: {frame!r}"
         return frame
 
-    def recv_until(self, predicate: Any, timeout: float | None = None) -> dict[str, Any]:
+    def recv_until(
+        self, predicate: Any, timeout: float | None = None
+    ) -> dict[str, Any]:
         """The first frame, in arrival order, that matches; others wait for recv()."""
         for index, frame in enumerate(self.unclaimed):
             if predicate(frame):
@@ -150,7 +159,9 @@ class WireClient:
         self.unclaimed.clear()
         while True:
             try:
-                frames.append(json.loads(self.recv_bytes_frame(deadline - time.monotonic())))
+                frames.append(
+                    json.loads(self.recv_bytes_frame(deadline - time.monotonic()))
+                )
             except WireClosed:
                 return frames
 
@@ -163,7 +174,9 @@ class WireClient:
 
     # ----------------------------------------------------------------- requests
 
-    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    def request(
+        self, message: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
         """Send a request and return the answer carrying its id (added if missing)."""
         message = dict(message)
         message.setdefault("id", new_id())
@@ -189,7 +202,9 @@ class WireClient:
     def login(self, name: str, password: str) -> dict[str, Any]:
         reply = self.request(self._login_frame("authenticate", name, password))
         if reply["response"] == 200:
-            self.account = reply.get("alert") if isinstance(reply.get("alert"), str) else name
+            self.account = (
+                reply.get("alert") if isinstance(reply.get("alert"), str) else name
+            )
         return reply
 
     def presence(self, pem: str, account_name: str | None = None) -> dict[str, Any]:
@@ -198,9 +213,13 @@ class WireClient:
             "status": "online",
             "public_key": pem,
         }
-        return self.request({"action": "presence", "time": time.time(), "type": "status", "user": user})
+        return self.request(
+            {"action": "presence", "time": time.time(), "type": "status", "user": user}
+        )
 
-    def msg_frame(self, to: str, payload: str, id: str | None = None, **fields: Any) -> dict[str, Any]:
+    def msg_frame(
+        self, to: str, payload: str, id: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
         frame = {
             "action": "msg",
             "id": id or new_id(),
@@ -213,7 +232,9 @@ class WireClient:
         frame.update(fields)
         return frame
 
-    def send_msg(self, to: str, payload: str, id: str | None = None, **fields: Any) -> dict[str, Any]:
+    def send_msg(
+        self, to: str, payload: str, id: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """Send one msg and return its answer (matched by the message id)."""
         return self.request(self.msg_frame(to, payload, id, **fields))
 
@@ -236,7 +257,13 @@ def make_envelope(
 ) -> str:
     """A real end-to-end envelope between two key pairs (1024-bit ones in tests)."""
     return crypto.seal_envelope(
-        text, sender, recipient, message_id, time.time(), sender_pair, recipient_pair.public
+        text,
+        sender,
+        recipient,
+        message_id,
+        time.time(),
+        sender_pair,
+        recipient_pair.public,
     )
 
 
@@ -283,3 +310,94 @@ class WirePool:
     def close_all(self) -> None:
         for client in self.clients:
             client.close()
+
+
+class RecordingRelay:
+    """A TCP relay to the server on 127.0.0.1 that records every byte it carries.
+
+    `drop_upstream`, when set, is called with each whole frame a client sends; a
+    frame for which it returns True is not passed on (a lossy network in tests).
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.recorded = bytearray()
+        self.dropped: list[bytes] = []
+        self.drop_upstream: Any = None
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.threads: list[threading.Thread] = []
+        self.stopping = threading.Event()
+        self.accepter = threading.Thread(target=self._accept, name="relay", daemon=True)
+        self.accepter.start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(
+                ("127.0.0.1", self.target_port), timeout=10
+            )
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, target, is_upstream in (
+                (client, upstream, True),
+                (upstream, client, False),
+            ):
+                pump = threading.Thread(
+                    target=self._pump, args=(source, target, is_upstream), daemon=True
+                )
+                self.threads.append(pump)
+                pump.start()
+
+    def _pump(
+        self, source: socket.socket, target: socket.socket, is_upstream: bool
+    ) -> None:
+        source.settimeout(None)
+        pending = b""
+        try:
+            while True:
+                data = source.recv(65_536)
+                if not data:
+                    break
+                with self.lock:
+                    self.recorded += data
+                drop = self.drop_upstream if is_upstream else None
+                if drop is None:
+                    target.sendall(pending + data)
+                    pending = b""
+                    continue
+                *lines, pending = (pending + data).split(b"\n")
+                kept = []
+                for line in lines:
+                    if drop(line):
+                        self.dropped.append(line)
+                    else:
+                        kept.append(line + b"\n")
+                target.sendall(b"".join(kept))
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                target.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> bytes:
+        """Close every connection and return all bytes carried, both ways."""
+        self.stopping.set()
+        self.accepter.join(timeout=5)
+        self.listener.close()
+        with self.lock:
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        return bytes(self.recorded)

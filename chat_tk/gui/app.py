@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 import tkinter as tk
 from collections.abc import Callable
@@ -25,6 +26,19 @@ log = logging.getLogger(__name__)
 # On exit, how long the process waits for the client to say goodbye and for a
 # hosted server to close its connections (the window is already gone by then).
 EXIT_WAIT_SECONDS = 15.0
+
+# How often a thread running Python code must offer the GIL to a waiting one. Key
+# generation (rsa.newkeys on the socket or hosted-server thread) lets go of the GIL
+# briefly in os.urandom every few milliseconds; each time, CPython's default 5 ms
+# wait of the Tk thread starts over, and the window was seen frozen for seconds.
+# At 1 ms the Tk thread gets its turn during the next modular exponentiation.
+GIL_SWITCH_INTERVAL_SECONDS = 0.001
+
+
+def keep_tk_thread_responsive() -> None:
+    """Make CPU-heavy worker threads yield to the Tk thread quickly (process-wide)."""
+    if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_SECONDS:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
 
 
 class ChatWindow:
@@ -47,6 +61,7 @@ class ChatWindow:
         self.closed = False
         self.stopping: threading.Thread | None = None
         self._on_closed_callback = on_closed
+        keep_tk_thread_responsive()
 
         window.title("chat_tk — log in")
         window.resizable(False, False)

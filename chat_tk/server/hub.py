@@ -170,6 +170,8 @@ class Hub:
         log.debug("%s: %s", session.address, type(request).__name__)
         if isinstance(request, protocol.SendMessage):
             return self._send_message(session, request, request_id)
+        if isinstance(request, protocol.Ack):
+            return self._start_ack(session, request, request_id)
         return self._handle(session, request, request_id)
 
     async def _handle(
@@ -204,8 +206,6 @@ class Hub:
             return answer(protocol.ACCEPTED, names, request_id)
         if isinstance(request, protocol.PubkeyNeed):
             return await self._pubkey(request, request_id)
-        if isinstance(request, protocol.Ack):
-            return await self._ack(session, request, request_id)
         raise AssertionError(f"unhandled request {request!r}")
 
     # ----------------------------------------------------------------- accounts
@@ -502,26 +502,35 @@ class Hub:
         else:
             target.send(frame)
 
-    async def _ack(
+    def _start_ack(
         self, session: Session, request: protocol.Ack, request_id: str | None
-    ) -> dict[str, Any]:
+    ) -> Awaitable[dict[str, Any] | None]:
+        """Queue the acknowledgement now, so that a burst of acks commits together."""
         me, now = session.key, self.clock()
         assert me is not None
-        acked = await self._db(
-            lambda c: store.acknowledge(c, me, request.message_id, now)
+        acked = asyncio.wrap_future(
+            self.db.submit(lambda c: store.acknowledge(c, me, request.message_id, now))
         )
+        return self._finish_ack(session, acked, now, request_id)
+
+    async def _finish_ack(
+        self,
+        session: Session,
+        acked_future: Awaitable[tuple[str, str] | None],
+        now: float,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        acked = await acked_future
         if acked is not None:
             sender, message_id = acked
             target = self.online.get(sender)
             if target is not None:
-                target.send(
-                    {
-                        "action": "delivered",
-                        "id": message_id,
-                        "to": session.account,
-                        "time": now,
-                    }
-                )
+                receipt = {
+                    "action": "delivered",
+                    "id": message_id,
+                    "to": session.account,
+                }
+                target.send({**receipt, "time": now})
                 await self._db(
                     lambda c: store.mark_receipts_sent(c, sender, [message_id])
                 )

@@ -143,6 +143,7 @@ class Connection:
             responder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await responder
+            self._abandon_unanswered()
             await self.hub.session_closed(self.session)
             self._close_writer()
             log.info("%s: disconnected", self.address)
@@ -218,6 +219,18 @@ class Connection:
                 reply = protocol.answer(protocol.SERVER_ERROR, "server error")
             if reply is not None:
                 self.send(reply)
+            self.answers.task_done()
+
+    def _abandon_unanswered(self) -> None:
+        """Close requests that will never be answered (the peer is gone).
+
+        Their database work, if already queued, still happens; a message stored
+        this way is simply answered again when the client retries it.
+        """
+        while not self.answers.empty():
+            pending = self.answers.get_nowait()
+            if asyncio.iscoroutine(pending):
+                pending.close()
             self.answers.task_done()
 
     def _close_writer(self) -> None:

@@ -178,6 +178,10 @@ class DatabaseWorker:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for operation, future in batch:
+                # A caller may have given up waiting (its connection closed); from
+                # here on its future can no longer be cancelled under our feet.
+                if not future.set_running_or_notify_cancel():
+                    continue
                 conn.execute("SAVEPOINT op")
                 try:
                     result = operation(conn)
@@ -194,7 +198,8 @@ class DatabaseWorker:
                 conn.execute("ROLLBACK")
             failure = StorageError(f"database {self.path} write failed: {exc}")
             for _, future in batch:
-                future.set_exception(failure)
+                if not future.cancelled():
+                    future.set_exception(failure)
             return
 
         self.batches += 1
