@@ -53,6 +53,8 @@ DEAD_AFTER_SECONDS = 60.0
 RECONNECT_FIRST_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 60.0
 OUTBOX_RETRY_SECONDS = 5.0
+# How often messages waiting for a recipient's first key are tried again.
+KEY_WAIT_RETRY_SECONDS = 15.0
 NOTICE_ENCODING = "chat_tk-notice-v1"
 KNOWN_SERVERS_FILE = "known_servers.sqlite"
 NO_SUCH_USER = "no such user"
@@ -594,6 +596,7 @@ class ChatClient(metaclass=ClientVerifier):
         elif action == "key_changed" and isinstance(frame.get("user"), str):
             self._check_peer_key(frame["user"])
             self._emit_contacts()
+            self._flush_outbox()  # messages may have waited for this first key
         elif action == "session_replaced":
             raise _LoginRefused(
                 "You logged in from another place, so this session was closed."
@@ -805,6 +808,8 @@ class ChatClient(metaclass=ClientVerifier):
             peer_key = name_key(record.peer)
             if peer_key not in keys:
                 keys[peer_key] = self._key_for_sending(record.peer)
+                if keys[peer_key][1] != NO_SUCH_USER:
+                    self._ensure_contact(record.peer)
             key, reason = keys[peer_key]
             if reason == NO_SUCH_USER:
                 self._emit(
@@ -813,6 +818,8 @@ class ChatClient(metaclass=ClientVerifier):
                     )
                 )
             elif reason is not None:
+                due = time.monotonic() + KEY_WAIT_RETRY_SECONDS
+                self._outbox_due = min(self._outbox_due or due, due)
                 if record.problem != reason:
                     self._emit(
                         ev.MessageUpdated(
@@ -898,6 +905,12 @@ class ChatClient(metaclass=ClientVerifier):
             log.warning("dropping a msg frame without sender or recipient")
             self._send({"action": "ack", "id": message_id})
             return
+        try:
+            sender = protocol.normalize_account_name(sender)
+        except RemoteProtocolError:
+            log.warning("dropping a msg frame whose sender is not an account name")
+            self._send({"action": "ack", "id": message_id})
+            return
 
         peer_key = name_key(sender)
         if self.store.has_incoming(peer_key, message_id):
@@ -932,10 +945,17 @@ class ChatClient(metaclass=ClientVerifier):
         if record is None:
             return
         self._emit(ev.MessageAdded(record))
-        if peer_key not in {name_key(c) for c in self.store.contacts()}:
-            self._change_contact(sender, adding=True)
-        else:
-            self._emit_contacts()
+        self._ensure_contact(sender)
+        self._emit_contacts()
+
+    def _ensure_contact(self, peer: str) -> None:
+        """Whoever we talk with becomes a contact, so their conversation is listed."""
+        if name_key(peer) in {name_key(c) for c in self.store.contacts()}:
+            return
+        try:
+            self._change_contact(peer, adding=True)
+        except ChatError as exc:
+            log.warning("could not add a contact: %s", exc)
 
     def _open(self, frame: dict[str, Any], sender: str) -> tuple[str, str, str | None]:
         """(text, state, problem) for an incoming envelope."""
@@ -1017,13 +1037,17 @@ class ChatClient(metaclass=ClientVerifier):
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed notice")
             return
+        # The notice is signed with the sender's *new* key (that is its point), so it
+        # is checked against the pinned key and against the key the server now has.
+        # A notice only marks our message as unread by them; it cannot make us trust
+        # the new key, which still waits for the user's decision.
         pinned = self.store.peer_key(name_key(sender))
-        if pinned is None:
-            return
-        try:
-            signed = self._notice_bytes(sender, self.account, failed_id)
-            crypto.verify_notice(signed, signature, crypto.load_public_key(pinned.pem))
-        except CryptoError:
+        candidates = [crypto.load_public_key(pinned.pem)] if pinned else []
+        current = self._fetch_key(sender)
+        if current is not None:
+            candidates.append(current)
+        signed = self._notice_bytes(sender, self.account, failed_id)
+        if not any(_notice_signed_by(signed, signature, key) for key in candidates):
             log.warning("ignoring a notice with a bad signature")
             return
 
@@ -1037,3 +1061,11 @@ class ChatClient(metaclass=ClientVerifier):
             )
         self._check_peer_key(sender)
         self._emit_contacts()
+
+
+def _notice_signed_by(signed: bytes, signature: str, key: crypto.PublicKey) -> bool:
+    try:
+        crypto.verify_notice(signed, signature, key)
+    except CryptoError:
+        return False
+    return True

@@ -402,8 +402,14 @@ class Hub:
                     "public_key is not a PKCS#1 PEM RSA key",
                     request_id,
                 )
-            changed = await self._db(lambda c: store.set_public_key(c, key, pem))
-            if changed:
+
+            def publish(conn: Any) -> bool:
+                account = store.get_account(conn, key)
+                store.set_public_key(conn, key, pem)
+                return account is not None and account.public_key != pem
+
+            # Watchers hear of a first key too: messages to this user may be waiting.
+            if await self._db(publish):
                 log.info("%s: %s published a new key", session.address, session.account)
                 await self._notify_watchers(
                     key, {"action": "key_changed", "user": session.account}

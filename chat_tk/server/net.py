@@ -144,9 +144,11 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError):
                 await responder
             self._abandon_unanswered()
-            await self.hub.session_closed(self.session)
-            self._close_writer()
-            log.info("%s: disconnected", self.address)
+            try:
+                await self.hub.session_closed(self.session)
+            finally:
+                self._close_writer()
+                log.info("%s: disconnected", self.address)
 
     async def _read_frames(self) -> None:
         decoder = protocol.FrameDecoder()
