@@ -36,7 +36,9 @@ class RunningServer:
         self.port = 0
 
     def start(self, port: int = 0) -> int:
-        config = ServerConfig(host="127.0.0.1", port=port, data_dir=self.data_dir, **self.options)
+        config = ServerConfig(
+            host="127.0.0.1", port=port, data_dir=self.data_dir, **self.options
+        )
         self.hosted = HostedServer(config, self.pair)
         self.port = self.hosted.start()
         return self.port
@@ -58,7 +60,9 @@ def server(tmp_path: Path, server_pair: crypto.KeyPair) -> Iterator[RunningServe
 
 
 @pytest.fixture
-def make_server(tmp_path: Path, server_pair: crypto.KeyPair) -> Iterator[Callable[..., RunningServer]]:
+def make_server(
+    tmp_path: Path, server_pair: crypto.KeyPair
+) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
     def make(name: str = "server", **options: Any) -> RunningServer:
@@ -118,7 +122,9 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., ChatClient]]:
         clients.append(client)
         client.start()
         if login:
-            wait_for_event(client.events, lambda e: isinstance(e, (ev.LoggedIn, ev.LoginFailed)))
+            wait_for_event(
+                client.events, lambda e: isinstance(e, (ev.LoggedIn, ev.LoginFailed))
+            )
         return client
 
     yield make

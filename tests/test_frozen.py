@@ -25,8 +25,16 @@ def frozen_executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build = tmp_path_factory.mktemp("build")
     subprocess.run(
         [
-            sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
-            "--distpath", str(build / "dist"), "--workpath", str(build / "work"),
+            sys.executable,
+            "-m",
+            "PyInstaller",
+            "--noconfirm",
+            "--log-level",
+            "WARN",
+            "--distpath",
+            str(build / "dist"),
+            "--workpath",
+            str(build / "work"),
             str(REPO / "pyinstaller.spec"),
         ],
         cwd=REPO,
@@ -42,7 +50,11 @@ def frozen_executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def bare_environment(home: Path) -> dict[str, str]:
     """What a user's desktop session might have: no Python variables at all."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "CHAT_TK_HOME": str(home / "data")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "CHAT_TK_HOME": str(home / "data"),
+    }
     if "DISPLAY" in os.environ:
         env["DISPLAY"] = os.environ["DISPLAY"]
     return env
@@ -51,27 +63,54 @@ def bare_environment(home: Path) -> dict[str, str]:
 def test_case_08_frozen_executable(frozen_executable: Path, tmp_path: Path) -> None:
     env = bare_environment(tmp_path)
     version = subprocess.run(
-        [str(frozen_executable), "--version"], env=env, capture_output=True, text=True, timeout=60
+        [str(frozen_executable), "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert version.returncode == 0, version.stderr
     assert version.stdout.startswith("chat_tk ")
 
     server_dir = tmp_path / "server data"
     added = subprocess.run(
-        [str(frozen_executable), "server", "--data-dir", str(server_dir), "--add-user", "Алиса"],
-        env=env, input="long-password\n", capture_output=True, text=True, timeout=120,
+        [
+            str(frozen_executable),
+            "server",
+            "--data-dir",
+            str(server_dir),
+            "--add-user",
+            "Алиса",
+        ],
+        env=env,
+        input="long-password\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert added.returncode == 0, added.stderr
     listed = subprocess.run(
-        [str(frozen_executable), "server", "--data-dir", str(server_dir), "--list-users"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            str(frozen_executable),
+            "server",
+            "--data-dir",
+            str(server_dir),
+            "--list-users",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert "Алиса" in listed.stdout
 
     # The login window opens (Tk is inside) and logs go to the user's data folder.
     window = subprocess.Popen(
-        [str(frozen_executable), "-p", "1"], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [str(frozen_executable), "-p", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         found = ""
@@ -80,14 +119,16 @@ def test_case_08_frozen_executable(frozen_executable: Path, tmp_path: Path) -> N
             assert window.poll() is None, window.communicate()
             search = subprocess.run(
                 ["xdotool", "search", "--onlyvisible", "--name", "chat_tk"],
-                capture_output=True, text=True, env={**env, "PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                text=True,
+                env={**env, "PATH": "/usr/bin:/bin"},
             )
             found = search.stdout.strip()
             time.sleep(0.5)
         assert found, "no chat_tk window appeared"
     finally:
         window.terminate()
-        window.wait(timeout=10)
+        window.communicate(timeout=10)
 
     assert (tmp_path / "data" / "logs" / "client.log").exists()
     assert sorted(p.name for p in frozen_executable.parent.iterdir()) == ["chat_tk"]

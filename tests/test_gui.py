@@ -22,7 +22,9 @@ from pathlib import Path
 from tkinter import messagebox
 
 import pytest
+from conftest import TEST_CLIENT_KEY_BITS, wait_for_event
 
+from chat_tk import crypto
 from chat_tk.client import core
 from chat_tk.client import events as ev
 from chat_tk.client.core import ChatClient
@@ -30,13 +32,11 @@ from chat_tk.gui import background
 from chat_tk.gui.app import ChatWindow
 from chat_tk.gui.conversation import ConversationView, format_time, state_mark
 from chat_tk.gui.dialogs import is_open
+from chat_tk.gui.theme import prepare_root
 from chat_tk.server.hub import Limits
 from chat_tk.server.net import SERVER_KEY_SETTING, open_server_database
 from chat_tk.storage import server_store
-from chat_tk.storage.client_store import MessageRecord
-from chat_tk.gui.theme import prepare_root
-
-from conftest import TEST_CLIENT_KEY_BITS, wait_for_event
+from chat_tk.storage.client_store import KnownServers, MessageRecord
 
 pytestmark = pytest.mark.gui
 
@@ -87,7 +87,9 @@ def wait_until(root, condition, timeout=20.0, what=None):
         if condition():
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {what or condition}")
+            raise AssertionError(
+                f"gave up after {timeout} s waiting for {what or condition}"
+            )
         time.sleep(0.01)
 
 
@@ -161,7 +163,9 @@ def add_contact_from_list(root, main, name):
 
 
 def add_contact_by_typing(root, main, name):
-    main.menubar.nametowidget(main.menubar.entrycget("Chat", "menu")).invoke("Add contact…")
+    main.menubar.nametowidget(main.menubar.entrycget("Chat", "menu")).invoke(
+        "Add contact…"
+    )
     wait_until(root, lambda: is_open(main.add_dialog), what="the add-contact dialog")
     fill(main.add_dialog.name_entry, name)
     press(root, main.add_dialog.name_entry, "<Return>")
@@ -179,7 +183,9 @@ def outgoing_states(main):
 
 
 def texts_shown(main):
-    records = sorted(main.conversation.shown.values(), key=lambda r: (r.sort_time, r.seq))
+    records = sorted(
+        main.conversation.shown.values(), key=lambda r: (r.sort_time, r.seq)
+    )
     return [r.text for r in records]
 
 
@@ -199,13 +205,17 @@ def test_two_windows_chat_both_ways(root, server, open_window):
     assert bob.conversation.peer == "alice"
 
     type_and_send(root, alice, "hello bob, привет 👋")
-    wait_until(root, lambda: texts_shown(bob) == ["hello bob, привет 👋"], what="bob to see it")
+    wait_until(
+        root, lambda: texts_shown(bob) == ["hello bob, привет 👋"], what="bob to see it"
+    )
     wait_until(root, lambda: outgoing_states(alice) == ["delivered"], what="delivered")
     assert alice.conversation.message_lines()[0].endswith("hello bob, привет 👋  ✓✓")
 
     bob.composer.input.insert("end", "hi alice")
     bob.composer.send_button.invoke()
-    wait_until(root, lambda: "hi alice" in texts_shown(alice), what="alice to see the answer")
+    wait_until(
+        root, lambda: "hi alice" in texts_shown(alice), what="alice to see the answer"
+    )
     wait_until(root, lambda: outgoing_states(bob) == ["delivered"], what="delivered")
     assert texts_shown(alice) == ["hello bob, привет 👋", "hi alice"]
     assert texts_shown(bob) == ["hello bob, привет 👋", "hi alice"]
@@ -224,7 +234,9 @@ def test_offline_delivery_in_order(root, server, open_window):
     close_like_window_manager(bob_window)
     assert not bob_window.window.winfo_exists()
     bob_window.stopping.join(10)
-    wait_until(root, lambda: alice.contacts.row_text("bob")[0] == "○  bob", what="bob offline")
+    wait_until(
+        root, lambda: alice.contacts.row_text("bob")[0] == "○  bob", what="bob offline"
+    )
 
     for number in (1, 2, 3):
         type_and_send(root, alice, f"while you were away {number}")
@@ -235,11 +247,17 @@ def test_offline_delivery_in_order(root, server, open_window):
     bob = log_in(root, bob_again)
     expected = [f"while you were away {n}" for n in (1, 2, 3)]
     wait_until(root, lambda: texts_shown(bob) == expected, what="the three messages")
-    assert [line.split("  ", 2)[2] for line in bob.conversation.message_lines()] == expected
-    wait_until(root, lambda: outgoing_states(alice) == ["delivered"] * 3, what="delivered")
+    assert [
+        line.split("  ", 2)[2] for line in bob.conversation.message_lines()
+    ] == expected
+    wait_until(
+        root, lambda: outgoing_states(alice) == ["delivered"] * 3, what="delivered"
+    )
 
 
-def test_enter_sends_and_shift_enter_starts_a_line(root, server, make_client, open_window):
+def test_enter_sends_and_shift_enter_starts_a_line(
+    root, server, make_client, open_window
+):
     bob = make_client(server, "bob")
     alice = log_in(root, open_window("alice", server.port), create=True)
     add_contact_by_typing(root, alice, "bob")
@@ -293,7 +311,9 @@ def test_too_long_text_is_refused_and_kept(root, server, make_client, open_windo
 # --------------------------------------------------------------------------- logging in
 
 
-def test_wrong_password_and_bad_name_are_explained(root, server, make_client, open_window):
+def test_wrong_password_and_bad_name_are_explained(
+    root, server, make_client, open_window
+):
     make_client(server, "carol").stop()
     chat = open_window("carol", server.port)
 
@@ -314,18 +334,53 @@ def test_wrong_password_and_bad_name_are_explained(root, server, make_client, op
     log_in(root, chat)
 
 
+def test_damaged_database_and_changed_server_key_are_explained(
+    root, server, open_window, tmp_path
+):
+    # A profile database that is not one: the dialog names the file.
+    chat = open_window("dana", server.port)
+    profile = core.profile_path(tmp_path / "gui-dana", "127.0.0.1", server.port, "dana")
+    profile.parent.mkdir(parents=True)
+    profile.write_bytes(b"this is not an sqlite database" * 100)
+    fill(chat.login.password_entry, PASSWORD)
+    chat.login.create_button.invoke()
+    assert str(profile) in chat.login.status_text
+    assert not chat.login.working
+
+    # A server that shows another key than the one pinned on first contact.
+    other = open_window("omar", server.port)
+    address = f"127.0.0.1:{server.port}"
+    known = KnownServers(tmp_path / "gui-omar" / core.KNOWN_SERVERS_FILE)
+    known.pin(address, crypto.generate_key_pair(1024).public.pem)
+    fill(other.login.password_entry, PASSWORD)
+    other.login.create_button.invoke()
+    wait_until(root, lambda: not other.login.working, what="the refusal")
+    assert other.login.status_text.startswith(
+        f"The server at {address} shows a different identity key than before"
+    )
+    assert other.main is None
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def test_nobody_answers_offers_to_host_a_server(root, tmp_path, server_pair, open_window):
+def test_nobody_answers_offers_to_host_a_server(
+    root, tmp_path, server_pair, open_window
+):
     port = free_port()
     # The hosted server keeps its key in its database; give it one made earlier so
     # the test need not wait for a 2048-bit key.
-    database = open_server_database(tmp_path / "gui-hana" / background.HOSTED_SERVER_DIR_NAME)
-    database.call(lambda c: server_store.set_setting(c, SERVER_KEY_SETTING, server_pair.private_pem))
+    database = open_server_database(
+        tmp_path / "gui-hana" / background.HOSTED_SERVER_DIR_NAME
+    )
+    database.call(
+        lambda c: server_store.set_setting(
+            c, SERVER_KEY_SETTING, server_pair.private_pem
+        )
+    )
     database.close()
 
     chat = open_window("hana", port)
@@ -334,14 +389,20 @@ def test_nobody_answers_offers_to_host_a_server(root, tmp_path, server_pair, ope
     wait_until(root, lambda: chat.login.offer_frame.winfo_ismapped(), what="the offer")
     assert chat.login.status_text.startswith(f"Cannot reach 127.0.0.1:{port}")
     offer = chat.login.offer_label.cget("text")
-    assert offer == f"Nobody answers at 127.0.0.1:{port}. Host a server on this computer?"
+    assert (
+        offer == f"Nobody answers at 127.0.0.1:{port}. Host a server on this computer?"
+    )
 
     chat.login.host_button.invoke()
-    wait_until(root, lambda: chat.main is not None, 30, "the login on the hosted server")
+    wait_until(
+        root, lambda: chat.main is not None, 30, "the login on the hosted server"
+    )
     note = chat.main.hosting_label.cget("text")
     assert "Others on your network can connect to" in note
     assert str(port) in note
-    wait_until(root, lambda: chat.main.status_text.startswith("Connected"), what="connected")
+    wait_until(
+        root, lambda: chat.main.status_text.startswith("Connected"), what="connected"
+    )
 
     close_like_window_manager(chat)
     chat.stopping.join(15)
@@ -370,9 +431,8 @@ class Heartbeat:
 
 
 def test_case_04_window_never_freezes(root, server, open_window, monkeypatch):
-    # The client waits ANSWER_TIMEOUT_SECONDS for a silent server's hello; shortened
-    # here so the test is quick (the case asks for a failure within about 10 s).
-    monkeypatch.setattr(core, "ANSWER_TIMEOUT_SECONDS", 3.0)
+    # The client waits HELLO_TIMEOUT_SECONDS (8 s) for a silent server's hello, as
+    # a real user would; the case asks for a failure within about 10 s.
     heartbeat = Heartbeat(root)
 
     # First launch: a 2048-bit key pair is made while the dialog keeps drawing.
@@ -418,6 +478,7 @@ def test_case_04_window_never_freezes(root, server, open_window, monkeypatch):
 
     wait_until(root, lambda: background.wait_for_stops(0), what="the clients to stop")
     heartbeat.stop()
+    print(f"longest gap between 100 ms heartbeats: {heartbeat.longest * 1000:.0f} ms")
     assert heartbeat.longest <= 0.25
 
 
@@ -438,7 +499,9 @@ class ThreadCheckingTk:
         return getattr(self._real, name)
 
 
-def test_case_03_tk_only_main_thread(root, make_server, make_client, open_window, tmp_path, monkeypatch):
+def test_case_03_tk_only_main_thread(
+    root, make_server, make_client, open_window, tmp_path, monkeypatch
+):
     server = make_server(limits=Limits(messages_per_second=5000, message_burst=5000))
     make_client(server, "sender").stop()
     guard = ThreadCheckingTk(root.tk)
@@ -450,7 +513,11 @@ def test_case_03_tk_only_main_thread(root, make_server, make_client, open_window
 
     # The sender's 500 messages wait in its outbox and leave in one burst on login.
     sender = ChatClient(
-        tmp_path / "home-sender", "127.0.0.1", server.port, "sender", PASSWORD,
+        tmp_path / "home-sender",
+        "127.0.0.1",
+        server.port,
+        "sender",
+        PASSWORD,
         key_bits=TEST_CLIENT_KEY_BITS,
     )
     try:
@@ -458,25 +525,37 @@ def test_case_03_tk_only_main_thread(root, make_server, make_client, open_window
         for text in expected:
             sender.send_text("bob", text)
         sender.start()
+        started = time.monotonic()
         wait_until(root, lambda: len(bob.conversation.shown) >= 500, 30, "500 messages")
+        print(
+            f"500 messages drawn {time.monotonic() - started:.1f} s after the burst began"
+        )
         assert texts_shown(bob) == expected
-        assert [line.split("  ", 2)[2] for line in bob.conversation.message_lines()] == expected
+        assert [
+            line.split("  ", 2)[2] for line in bob.conversation.message_lines()
+        ] == expected
 
         # The server goes away: a status, not a message.
         server.stop()
-        wait_until(root, lambda: bob.status_text.startswith("Offline"), what="offline status")
+        wait_until(
+            root, lambda: bob.status_text.startswith("Offline"), what="offline status"
+        )
         assert len(bob.conversation.message_lines()) == 500
         assert "Offline" not in bob.conversation.text.get("1.0", "end")
 
         # It comes back; the window is closed while messages are still arriving.
         server.start(server.port)
-        wait_until(root, lambda: bob.status_text.startswith("Connected"), 30, "reconnection")
+        wait_until(
+            root, lambda: bob.status_text.startswith("Connected"), 30, "reconnection"
+        )
         for number in range(300):
             sender.send_text("bob", f"late {number}")
             if number % 20 == 0:
                 root.update()
             if number == 150:
-                wait_until(root, lambda: len(bob.conversation.shown) > 500, 30, "late ones")
+                wait_until(
+                    root, lambda: len(bob.conversation.shown) > 500, 30, "late ones"
+                )
                 close_like_window_manager(bob_window)
         bob_window.stopping.join(10)
         for _ in range(20):
@@ -504,7 +583,9 @@ def xdotool(*args):
     ).stdout.strip()
 
 
-def test_case_03_app_exits_cleanly_while_messages_arrive(make_server, make_client, tmp_path):
+def test_case_03_app_exits_cleanly_while_messages_arrive(
+    make_server, make_client, tmp_path
+):
     """The real run_gui in its own process: log in by keyboard, quit mid-burst."""
     if shutil.which("xdotool") is None:
         pytest.fail("xdotool is needed to drive the app in its own process")
@@ -519,29 +600,42 @@ def test_case_03_app_exits_cleanly_while_messages_arrive(make_server, make_clien
         cwd=Path(__file__).resolve().parent.parent,
     )
     try:
-        window = xdotool("search", "--sync", "--name", "^chat_tk — log in$").splitlines()[0]
+        # xdotool matches the title byte by byte, so the pattern skips the UTF-8 dash.
+        window = xdotool(
+            "search", "--sync", "--name", "^chat_tk .* log in$"
+        ).splitlines()[0]
         xdotool("windowfocus", "--sync", window)
-        xdotool("type", "--window", window, PASSWORD)
-        xdotool("key", "--window", window, "Return")
-        xdotool("search", "--sync", "--name", "^chat_tk — zed$")
+        xdotool("type", PASSWORD)
+        xdotool("key", "Return")
+        xdotool("search", "--sync", "--name", "^chat_tk .* zed$")
         for number in range(200):
             sender.send_text("zed", f"hello {number}")
         time.sleep(0.3)
-        xdotool("key", "--window", window, "ctrl+q")
+        xdotool("key", "ctrl+q")
+        quit_pressed = time.monotonic()
         out, err = app.communicate(timeout=30)
-    finally:
+    except BaseException:
         if app.poll() is None:
             app.kill()
-            app.communicate()
+        print(app.communicate()[1])  # shown by pytest when the test fails
+        raise
     assert app.returncode == 0, err
-    for trouble in ("Tcl_AsyncDelete", "main thread is not in main loop", "Traceback"):
+    print(f"the app ended {time.monotonic() - quit_pressed:.1f} s after Ctrl+Q")
+    for trouble in (
+        "Tcl_AsyncDelete",
+        "main thread is not in main loop",
+        "Traceback",
+        "Exception ignored",
+    ):
         assert trouble not in err, err
 
 
 # --------------------------------------------------------------------------- menus
 
 
-def test_menus_shortcuts_and_changed_keys(root, server, make_client, open_window, monkeypatch):
+def test_menus_shortcuts_and_changed_keys(
+    root, server, make_client, open_window, monkeypatch
+):
     bob = make_client(server, "bob")
     make_client(server, "cleo")
     alice = log_in(root, open_window("alice", server.port), create=True)
@@ -558,12 +652,18 @@ def test_menus_shortcuts_and_changed_keys(root, server, make_client, open_window
 
     press(root, alice.contacts.tree, "<Control-o>")
     wait_until(root, lambda: is_open(alice.online_dialog), what="the online dialog")
-    wait_until(root, lambda: alice.online_dialog.names() == ["alice", "bob", "cleo"], what="names")
+    wait_until(
+        root,
+        lambda: alice.online_dialog.names() == ["alice", "bob", "cleo"],
+        what="names",
+    )
 
     # bob comes back with a new key pair: alice is warned and must decide.
     bob.stop()
     make_client(server, "bob", register=False, home="home-bob-new")
-    wait_until(root, lambda: "⚠" in alice.contacts.row_text("bob")[0], what="the ⚠ flag")
+    wait_until(
+        root, lambda: "⚠" in alice.contacts.row_text("bob")[0], what="the ⚠ flag"
+    )
     assert "key changed" in alice.conversation.text.get("1.0", "end")
     assert alice.conversation.key_banner.winfo_ismapped()
 
@@ -571,9 +671,12 @@ def test_menus_shortcuts_and_changed_keys(root, server, make_client, open_window
     wait_until(root, lambda: is_open(alice.safety_dialog), what="the safety dialog")
     assert alice.composer.draft == ""  # Ctrl+K did not edit the text
     pinned, offered = alice.client.fingerprint_of("bob")
-    assert offered is not None and pinned != offered
+    assert offered is not None
+    assert pinned != offered
     alice.safety_dialog.accept_button.invoke()
-    wait_until(root, lambda: "⚠" not in alice.contacts.row_text("bob")[0], what="accepted")
+    wait_until(
+        root, lambda: "⚠" not in alice.contacts.row_text("bob")[0], what="accepted"
+    )
     assert not alice.conversation.key_banner.winfo_ismapped()
 
     monkeypatch.setattr(messagebox, "askyesno", lambda *args, **kwargs: False)
@@ -590,7 +693,9 @@ def test_menus_shortcuts_and_changed_keys(root, server, make_client, open_window
 
 def make_record(seq, text, state="received", outgoing=False, problem=None, at=None):
     stamp = at if at is not None else 1_700_000_000.0 + seq
-    return MessageRecord(seq, f"id{seq}", "bob", outgoing, text, state, problem, stamp, stamp)
+    return MessageRecord(
+        seq, f"id{seq}", "bob", outgoing, text, state, problem, stamp, stamp
+    )
 
 
 def test_conversation_draws_each_message_once_and_updates_in_place(root):
@@ -599,15 +704,24 @@ def test_conversation_draws_each_message_once_and_updates_in_place(root):
         view = ConversationView(window, "alice")
         view.pack()
         view.show("bob", [make_record(1, "one"), make_record(3, "three")])
-        view.add_many([make_record(2, "two"), make_record(2, "two"), make_record(1, "one")])
+        view.add_many(
+            [make_record(2, "two"), make_record(2, "two"), make_record(1, "one")]
+        )
         pending = make_record(4, "four", "pending", outgoing=True)
         view.add_many([pending, pending])
         assert [line.split("  ", 2)[2] for line in view.message_lines()] == [
-            "one", "two", "three", "four  …",
+            "one",
+            "two",
+            "three",
+            "four  …",
         ]
 
-        view.add_many([make_record(4, "four", "failed", outgoing=True, problem="no such user")])
-        view.add_many([make_record(5, "", "unreadable", problem="signature does not match")])
+        view.add_many(
+            [make_record(4, "four", "failed", outgoing=True, problem="no such user")]
+        )
+        view.add_many(
+            [make_record(5, "", "unreadable", problem="signature does not match")]
+        )
         lines = view.message_lines()
         assert lines[3].endswith("four  ✗ no such user")
         assert lines[4].endswith("bob  [could not be read: signature does not match]")

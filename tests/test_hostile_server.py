@@ -890,7 +890,7 @@ def test_server_key_changing_under_a_session_ends_it(
 
 
 def test_silent_server_fails_the_login_in_time(fake, make_client, monkeypatch):
-    monkeypatch.setattr(core, "ANSWER_TIMEOUT_SECONDS", 2.0)
+    monkeypatch.setattr(core, "HELLO_TIMEOUT_SECONDS", 2.0)
     fake.hello = None
     started = time.monotonic()
     alice = make_client(fake, "alice", login=False)

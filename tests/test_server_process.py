@@ -117,7 +117,8 @@ def send_until_cut(client: WireClient, prefix: str, acknowledged: list[str]) -> 
                 acknowledged.append(in_flight.pop(0))
         while in_flight:
             reply = client.recv()
-            assert reply["response"] == 200 and reply["id"] == in_flight[0]
+            assert reply["response"] == 200
+            assert reply["id"] == in_flight[0]
             acknowledged.append(in_flight.pop(0))
     except (WireClosed, OSError, TimeoutError):
         return

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 ANSWER_TIMEOUT_SECONDS = 20.0
+# A listener that never greets us is not a chat_tk server; say so soon.
+HELLO_TIMEOUT_SECONDS = 8.0
 SEND_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.05
 PROBE_EVERY_SECONDS = 20.0
@@ -312,7 +314,7 @@ class ChatClient(metaclass=ClientVerifier):
         self._in_flight.clear()
         self._last_received = self._last_sent = time.monotonic()
 
-        hello = self._next_frame(ANSWER_TIMEOUT_SECONDS)
+        hello = self._next_frame(HELLO_TIMEOUT_SECONDS)
         if hello.get("action") != "hello":
             raise _LoginRefused(f"{address} is not a chat_tk server")
         server_key = self._check_server_key(hello)

@@ -7,8 +7,10 @@ the Tk thread wait. Data reaches Tk only through polling.EventPoller.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import signal
 import sys
 import threading
 import tkinter as tk
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 # On exit, how long the process waits for the client to say goodbye and for a
 # hosted server to close its connections (the window is already gone by then).
 EXIT_WAIT_SECONDS = 15.0
+SIGNAL_CHECK_MILLISECONDS = 250
 
 # How often a thread running Python code must offer the GIL to a waiting one. Key
 # generation (rsa.newkeys on the socket or hosted-server thread) lets go of the GIL
@@ -110,12 +113,25 @@ def run_gui(
 ) -> int:
     """Run the app until its window closes; returns the exit status."""
     try:
-        root = tk.Tk(className="chat_tk")
-    except tk.TclError as exc:
+        _run_window(data_dir, host, port, account, key_bits)
+    except tk.TclError as exc:  # no display, for one
         log.error("cannot open a window: %s", exc)
         return 1
+
+    # The Tk objects went out of scope with _run_window; collect them here, on
+    # the main thread, rather than later on whichever thread the collector picks.
+    gc.collect()
+    if not wait_for_stops(EXIT_WAIT_SECONDS):
+        log.warning("the client or the hosted server did not stop in time")
+    return 0
+
+
+def _run_window(
+    data_dir: Path, host: str, port: int, account: str | None, key_bits: int
+) -> None:
+    root = tk.Tk(className="chat_tk")
     theme.prepare_root(root)
-    ChatWindow(
+    chat = ChatWindow(
         root,
         data_dir=data_dir,
         host=host,
@@ -123,12 +139,22 @@ def run_gui(
         account=account,
         key_bits=key_bits,
     )
-    root.mainloop()
 
-    # Drop every Tk object here, on the main thread, before the interpreter shuts
-    # down: collected later on another thread, they would call Tk from there.
-    del root
-    gc.collect()
-    if not wait_for_stops(EXIT_WAIT_SECONDS):
-        log.warning("the client or the hosted server did not stop in time")
-    return 0
+    def on_interrupt(signum: int, frame: object) -> None:
+        # Ctrl+C in the terminal closes the window the normal way; left alone it
+        # would surface as an error inside whichever Tk callback was running.
+        with contextlib.suppress(tk.TclError):
+            root.after(0, chat.close)
+
+    def on_wake_up() -> None:
+        # Python runs a signal handler only when it gets to run some bytecode,
+        # and an idle Tk main loop runs none.
+        root.after(SIGNAL_CHECK_MILLISECONDS, on_wake_up)
+
+    root.after(SIGNAL_CHECK_MILLISECONDS, on_wake_up)
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        root.mainloop()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

@@ -39,9 +39,11 @@ class Composer(ttk.Frame):
             wrap="word",
             undo=True,
             font=theme.font_spec(self),
-            relief="solid",
-            borderwidth=1,
+            background=theme.INPUT_BACKGROUND,
+            relief="flat",
+            borderwidth=0,
             highlightthickness=1,
+            highlightbackground=theme.BORDER,
             highlightcolor=theme.OWN_NAME,
             padx=theme.SMALL_PAD,
             pady=theme.SMALL_PAD,
@@ -76,7 +78,10 @@ class Composer(ttk.Frame):
         return str(self.error_label.cget("text"))
 
     def set_enabled(self, enabled: bool, reason: str = "") -> None:
-        self.input.configure(state="normal" if enabled else "disabled")
+        self.input.configure(
+            state="normal" if enabled else "disabled",
+            background=theme.INPUT_BACKGROUND if enabled else theme.DISABLED_BACKGROUND,
+        )
         self.send_button.state(["!disabled"] if enabled else ["disabled"])
         if reason:
             self.error_label.configure(text=reason)

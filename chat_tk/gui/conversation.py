@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 # Scrolled this close to the end, the view follows new messages; further up, the
 # reader is looking at something older and is left alone.
 FOLLOW_FRACTION = 0.999
-CONTINUATION_INDENT_PIXELS = 16
+# Wrapped lines and the later lines of a multi-line message start this far in, so
+# that each message's first line (time and sender) stands out.
+CONTINUATION_INDENT_PIXELS = 44
 
 STATE_MARKS = {
     cs.PENDING: "…",
@@ -103,6 +105,11 @@ class ConversationView(ttk.Frame):
     def _configure_tags(self) -> None:
         text = self.text
         text.tag_configure("block", lmargin2=CONTINUATION_INDENT_PIXELS)
+        text.tag_configure(
+            "continued",
+            lmargin1=CONTINUATION_INDENT_PIXELS,
+            lmargin2=CONTINUATION_INDENT_PIXELS,
+        )
         text.tag_configure(
             "time", foreground=theme.MUTED, font=theme.font_spec(self, -1)
         )
@@ -241,7 +248,10 @@ class ConversationView(ttk.Frame):
             reason = record.problem or "unknown reason"
             pieces.append((f"[could not be read: {reason}]", ("unreadable", *tags)))
         else:
-            pieces.append((record.text, tags))
+            first_line, newline, later_lines = record.text.partition("\n")
+            pieces.append((first_line + newline, tags))
+            if later_lines:
+                pieces.append((later_lines, ("continued", *tags)))
         mark = state_mark(record)
         if mark:
             style = "failed" if record.state in (cs.FAILED, cs.REJECTED) else "mark"

@@ -188,7 +188,12 @@ class SafetyNumberDialog(SmallDialog):
 
         line("Your safety number", own or "(no key yet)")
         if peer is None:
-            line("No contact selected", "")
+            ttk.Label(
+                self.body,
+                text="Select a contact to see theirs too.",
+                style="Muted.TLabel",
+            ).grid(row=row, column=0, sticky="w")
+            row += 1
         elif pinned is None:
             line(f"{peer}", f"no key known yet: {peer} has not logged in since joining")
         else:

@@ -67,12 +67,12 @@ def describe_failure(reason: str, address: str) -> str:
 
 
 def hosting_note(port: int, addresses: list[str]) -> str:
+    """Where others reach a server hosted here, as one sentence."""
     if addresses:
         where = ", ".join(f"{address}:{port}" for address in addresses)
-        return f"Others on your network can connect to: {where}"
+        return f"Others on your network can connect to: {where}."
     return (
-        f"Others on your network can connect to this computer's address, port {port} "
-        "(no network address was found right now)."
+        f"Others on your network can connect to this computer's address, port {port}."
     )
 
 
@@ -170,8 +170,11 @@ class LoginDialog(ttk.Frame):
         ):
             entry.bind("<Return>", self._on_log_in)
             entry.bind("<KP_Enter>", self._on_log_in)
-        for widget in (self, *self.winfo_children()):
+        pending: list[tk.Misc] = [self]
+        while pending:  # Escape works wherever the focus is in the dialog
+            widget = pending.pop()
             widget.bind("<Escape>", self._on_cancel)
+            pending.extend(widget.winfo_children())
         (self.password_entry if account else self.account_entry).focus_set()
 
     def _build_offer(self) -> None:
@@ -435,7 +438,7 @@ class LoginDialog(ttk.Frame):
             return
         self._hosting_note = hosting_note(port, addresses)
         self.note_label.configure(
-            text=f"{self._hosting_note}. It accepts new accounts: use Create account "
+            text=f"{self._hosting_note} It accepts new accounts: use Create account "
             "if you have none on it."
         )
         self.set_idle()

@@ -100,27 +100,8 @@ class MainWindow(ttk.Frame):
     # ------------------------------------------------------------------ layout
 
     def _build(self, hosting_note: str | None) -> None:
-        panes = ttk.PanedWindow(self, orient="horizontal")
-        panes.pack(side="top", fill="both", expand=True)
-        self.contacts = ContactList(panes, self._on_contact_selected)
-        add = ttk.Button(
-            self.contacts.buttons, text="Add…", command=self._on_add_contact
-        )
-        remove = ttk.Button(
-            self.contacts.buttons, text="Remove", command=self._on_remove_contact
-        )
-        add.pack(side="left", fill="x", expand=True)
-        remove.pack(side="left", fill="x", expand=True, padx=(theme.SMALL_PAD, 0))
-
-        right = ttk.Frame(panes)
-        self.conversation = ConversationView(right, self.client.account)
-        self.composer = Composer(right, self._send)
-        self.conversation.pack(side="top", fill="both", expand=True)
-        self.composer.pack(side="bottom", fill="x")
-        self.composer.set_enabled(False)
-        panes.add(self.contacts, weight=0)
-        panes.add(right, weight=1)
-
+        # Packed from the edges inwards: what is packed last is what shrinks when
+        # the window is small, and that should be the conversation.
         status = ttk.Frame(self, style="Status.TFrame", padding=(theme.PAD, 2))
         status.pack(side="bottom", fill="x")
         self.status_dot = ttk.Label(status, text="●", foreground=DISCONNECTED_COLOUR)
@@ -134,7 +115,28 @@ class MainWindow(ttk.Frame):
         )
         if hosting_note:
             self.hosting_label.configure(text=f"Hosting a server here. {hosting_note}")
-            self.hosting_label.pack(side="bottom", fill="x", before=status)
+            self.hosting_label.pack(side="bottom", fill="x")
+
+        panes = ttk.PanedWindow(self, orient="horizontal")
+        panes.pack(side="top", fill="both", expand=True)
+        self.contacts = ContactList(panes, self._on_contact_selected)
+        add = ttk.Button(
+            self.contacts.buttons, text="Add…", command=self._on_add_contact
+        )
+        remove = ttk.Button(
+            self.contacts.buttons, text="Remove", command=self._on_remove_contact
+        )
+        add.pack(side="left", fill="x", expand=True)
+        remove.pack(side="left", fill="x", expand=True, padx=(theme.SMALL_PAD, 0))
+
+        right = ttk.Frame(panes)
+        self.composer = Composer(right, self._send)
+        self.conversation = ConversationView(right, self.client.account)
+        self.composer.pack(side="bottom", fill="x")
+        self.conversation.pack(side="top", fill="both", expand=True)
+        self.composer.set_enabled(False)
+        panes.add(self.contacts, weight=0)
+        panes.add(right, weight=1)
 
     def _build_menu(self) -> None:
         menubar = tk.Menu(self.window)
@@ -198,6 +200,12 @@ class MainWindow(ttk.Frame):
                     records.append(event.record)
             elif isinstance(event, ev.ContactsChanged):
                 contacts = event.contacts
+            elif isinstance(event, ev.ConnectionLost):
+                self._set_status(
+                    f"Offline: {event.reason}. Reconnecting in "
+                    f"{event.retry_in_seconds:.0f} s…",
+                    DISCONNECTED_COLOUR,
+                )
             elif isinstance(event, ev.StatusChanged):
                 self._set_status(
                     event.text,

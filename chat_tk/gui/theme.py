@@ -26,6 +26,9 @@ OWN_NAME = "#1d4ed8"
 PEER_NAME = "#047857"
 ONLINE = "#15803d"
 CONVERSATION_BACKGROUND = "#ffffff"
+BORDER = "#9ca3af"
+INPUT_BACKGROUND = "#ffffff"
+DISABLED_BACKGROUND = "#ecebe8"
 PREFERRED_THEMES = ("clam", "alt", "default")
 
 
