@@ -105,7 +105,7 @@ def server_parser() -> argparse.ArgumentParser:
 
 def run_server_command(argv: Sequence[str]) -> int:
     from chat_tk.server import runner
-    from chat_tk.server.net import ServerConfig
+    from chat_tk.server.net import DATABASE_FILE, ServerConfig
 
     args = server_parser().parse_args(argv)
     data_dir = (
@@ -113,6 +113,10 @@ def run_server_command(argv: Sequence[str]) -> int:
         if args.data_dir
         else resolve_data_dir(None) / "server"
     )
+    if (args.list_users or args.remove_user) and not (
+        data_dir / DATABASE_FILE
+    ).exists():
+        raise ChatError(f"there is no server database in {data_dir}; check --data-dir")
     data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(data_dir / "logs" / "server.log", verbose=True)
 

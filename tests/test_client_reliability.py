@@ -218,6 +218,40 @@ def test_message_to_an_unknown_user_fails(server, make_client):
     assert [r.state for r in alice.history("nobody")] == [cs.FAILED]
     assert alice.outbox_size() == 0
 
+    # The session goes on: a later message to a real user still goes out.
+    with_key_published(make_client, server, "bob")
+    later = alice.send_text("bob", "still here")
+    reach_state(alice, [later], cs.STORED)
+    assert alice.running
+
+
+def test_a_burst_from_the_outbox_stays_under_the_rate_limits(
+    server, make_client, caplog
+):
+    """450 messages written offline go out at reconnect without one 429."""
+    with_key_published(make_client, server, "bob")
+    alice = log_in(make_client, server, "alice")
+    alice.send_text("bob", "first")
+    reach_state(alice, alice.history("bob"), cs.STORED)
+    alice.stop()
+
+    offline = core.ChatClient(
+        alice.data_dir,
+        alice.host,
+        alice.port,
+        "alice",
+        "secret-pw",
+        key_bits=alice.key_bits,
+    )
+    records = [offline.send_text("bob", f"burst {n}") for n in range(450)]
+    offline.start()
+    try:
+        reach_state(offline, records, cs.STORED, timeout=60)
+    finally:
+        offline.stop()
+    refused = [r for r in caplog.records if "rate exceeded" in r.getMessage()]
+    assert refused == []
+
 
 def slow_first_key(monkeypatch, seconds: float = 1.0) -> None:
     """Make key generation take a while, as a real 2048-bit one does (1 to 15 s)."""

@@ -27,7 +27,7 @@ from chat_tk.client import events as ev
 from chat_tk.server import net
 from chat_tk.server.hub import Limits
 from chat_tk.server.net import DATABASE_FILE, SERVER_KEY_SETTING, ServerConfig
-from chat_tk.server.runner import HostedServer
+from chat_tk.server.runner import HostedServer, remove_user
 from chat_tk.storage import server_store
 from tests.wire import (
     RecordingRelay,
@@ -1367,3 +1367,17 @@ def test_request_flood_gets_429(make_server, wire):
     codes = [alice.recv()["response"] for _ in range(40)]
     assert 429 in codes
     assert 202 in codes
+
+
+def test_removed_account_can_no_longer_send(server, wire):
+    """The operator removes an account while it is logged in: its next msg is refused."""
+    zoe = wire.user("Zoë", "zoe-password")
+    wire.user("alice", "alice-password").close()
+    assert zoe.send_msg("alice", "before removal")["response"] == 200
+
+    remove_user(server.data_dir, "zoë")
+    reply = zoe.send_msg("alice", "after removal")
+
+    assert reply["response"] == 401
+    assert "removed" in reply["error"]
+    zoe.wait_closed(timeout=5)

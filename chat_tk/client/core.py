@@ -37,6 +37,7 @@ from chat_tk.errors import (
 )
 from chat_tk.logs import log as log_call
 from chat_tk.protocol import name_key
+from chat_tk.ratelimit import TokenBucket
 from chat_tk.storage import client_store as cs
 from chat_tk.storage.client_store import ClientStore, KnownServers, MessageRecord
 from chat_tk.verifiers import ClientVerifier
@@ -57,6 +58,10 @@ RECONNECT_MAX_SECONDS = 60.0
 OUTBOX_RETRY_SECONDS = 5.0
 # How often messages waiting for a recipient's first key are tried again.
 KEY_WAIT_RETRY_SECONDS = 15.0
+# (rate per second, burst): half of what the server allows, so we never meet a 429.
+CLIENT_REQUEST_PACE = (50.0, 200.0)
+CLIENT_MESSAGE_PACE = (25.0, 200.0)
+TOO_MANY_RETRIES = 5
 NOTICE_ENCODING = "chat_tk-notice-v1"
 KNOWN_SERVERS_FILE = "known_servers.sqlite"
 NO_SUCH_USER = "no such user"
@@ -128,6 +133,8 @@ class ChatClient(metaclass=ClientVerifier):
         # Socket-thread state.
         self._sock: socket.socket | None = None
         self._decoder = protocol.FrameDecoder()
+        self._request_pace = TokenBucket(*CLIENT_REQUEST_PACE)
+        self._message_pace = TokenBucket(*CLIENT_MESSAGE_PACE)
         self._backlog: collections.deque[dict[str, Any]] = collections.deque()
         self._awaiting: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._in_flight: set[str] = set()
@@ -309,6 +316,8 @@ class ChatClient(metaclass=ClientVerifier):
         sock.settimeout(SEND_TIMEOUT_SECONDS)
         self._sock = sock
         self._decoder = protocol.FrameDecoder()
+        self._request_pace = TokenBucket(*CLIENT_REQUEST_PACE)
+        self._message_pace = TokenBucket(*CLIENT_MESSAGE_PACE)
         self._backlog.clear()
         self._awaiting.clear()
         self._in_flight.clear()
@@ -350,7 +359,7 @@ class ChatClient(metaclass=ClientVerifier):
                 f"(now {key.fingerprint()}, was {crypto.load_public_key(pinned).fingerprint()}). "
                 "Someone may be impersonating it, so chat_tk will not send your password. "
                 "If its operator really reinstalled it, run: "
-                f"python run.py --forget-server {address}"
+                f'python run.py --forget-server {address} --data-dir "{self.data_dir}"'
             )
         return key
 
@@ -390,7 +399,7 @@ class ChatClient(metaclass=ClientVerifier):
             raise _LoginRefused("Wrong account name or password.")
         if code == protocol.TOO_MANY:
             raise _LoginRefused(
-                "Too many failed logins for this name; wait a minute and try again."
+                "Too many failed logins for this name; wait two minutes and try again."
             )
         if code != protocol.OK:
             raise _LoginRefused(f"Login refused: {reply.get('error', code)}")
@@ -474,6 +483,7 @@ class ChatClient(metaclass=ClientVerifier):
     def _send(self, message: dict[str, Any]) -> None:
         if self._sock is None:
             raise _ConnectionDropped("not connected")
+        self._keep_under_rate_limits(message.get("action") == "msg")
         try:
             frame = protocol.encode(message)
         except LocalProtocolError:
@@ -485,6 +495,17 @@ class ChatClient(metaclass=ClientVerifier):
             raise _ConnectionDropped(f"sending failed: {exc.strerror or exc}") from exc
         self._last_sent = time.monotonic()
         log.debug("sent %s (%d bytes)", message.get("action"), len(frame))
+
+    def _keep_under_rate_limits(self, is_message: bool) -> None:
+        """Pace our own frames below the server's limits (docs/protocol.md, "Limits").
+
+        A burst (an outbox after a long absence, many notices) then goes out a little
+        slower instead of being refused with 429 and retried.
+        """
+        buckets = [self._request_pace] + ([self._message_pace] if is_message else [])
+        for bucket in buckets:
+            while not bucket.allow():
+                time.sleep(bucket.seconds_until_allowed())
 
     def _receive(self, wait_seconds: float) -> list[dict[str, Any]]:
         """Read what has arrived (waiting up to `wait_seconds`) and return whole frames."""
@@ -528,6 +549,16 @@ class ChatClient(metaclass=ClientVerifier):
         return self._backlog.popleft()
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send a request and wait for its answer, trying again after a 429."""
+        for attempt in range(TOO_MANY_RETRIES):
+            reply = self._call_once(dict(request))
+            if reply.get("response") != protocol.TOO_MANY:
+                return reply
+            log.info("server said 429 to %s; waiting", request.get("action"))
+            time.sleep(min(2.0, 0.25 * 2**attempt))
+        return reply
+
+    def _call_once(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send a request and wait for its answer; other frames wait in the backlog."""
         request_id = secrets.token_hex(8)
         request["id"] = request_id
@@ -670,6 +701,7 @@ class ChatClient(metaclass=ClientVerifier):
         self._load_contacts()
         if adding:
             self._check_peer_key(contact)
+            self._load_online()  # so the new contact shows as online at once
         self._emit_contacts()
 
     def _contact_status(self, frame: dict[str, Any]) -> None:
@@ -819,7 +851,8 @@ class ChatClient(metaclass=ClientVerifier):
                         self.store.set_state(record.seq, cs.FAILED, reason)
                     )
                 )
-            elif reason is not None:
+                continue
+            if reason is not None:
                 due = time.monotonic() + KEY_WAIT_RETRY_SECONDS
                 self._outbox_due = min(self._outbox_due or due, due)
                 if record.problem != reason:
@@ -1044,12 +1077,19 @@ class ChatClient(metaclass=ClientVerifier):
         # A notice only marks our message as unread by them; it cannot make us trust
         # the new key, which still waits for the user's decision.
         pinned = self.store.peer_key(name_key(sender))
-        candidates = [crypto.load_public_key(pinned.pem)] if pinned else []
-        current = self._fetch_key(sender)
-        if current is not None:
-            candidates.append(current)
         signed = self._notice_bytes(sender, self.account, failed_id)
-        if not any(_notice_signed_by(signed, signature, key) for key in candidates):
+        keys = [pinned.pem, pinned.offered_pem] if pinned else []
+        trusted = any(
+            _notice_signed_by(signed, signature, crypto.load_public_key(pem))
+            for pem in keys
+            if pem
+        )
+        if not trusted:
+            current = self._fetch_key(sender)
+            trusted = current is not None and _notice_signed_by(
+                signed, signature, current
+            )
+        if not trusted:
             log.warning("ignoring a notice with a bad signature")
             return
 

@@ -49,6 +49,10 @@ class Limits:
     registrations_per_minute: float = 10.0
 
 
+# Why a message was not stored, besides the validation done before the database.
+SENDER_REMOVED = "sender removed"
+RECIPIENT_UNKNOWN = "recipient unknown"
+
 # Actions whose answers may wait for the database while later frames are read; all
 # others are handled one at a time because they change the session's state.
 PIPELINED_ACTIONS = frozenset({"msg", "ack", "probe"})
@@ -473,24 +477,32 @@ class Hub:
             "server_time": now,
         }
 
-        def store_it(conn: Any) -> store.StoredMessage | None:
+        def store_it(conn: Any) -> store.StoredMessage | str:
+            # The operator may have removed either account while this session ran.
+            if store.get_account(conn, sender) is None:
+                return SENDER_REMOVED
             if store.get_account(conn, recipient) is None:
-                return None
+                return RECIPIENT_UNKNOWN
             return store.store_message(
                 conn, sender, request.message_id, recipient, frame, now
             )
 
         stored = asyncio.wrap_future(self.db.submit(store_it))
-        return self._finish_send(stored, request_id)
+        return self._finish_send(session, stored, request_id)
 
     async def _finish_send(
         self,
-        stored_future: Awaitable[store.StoredMessage | None],
+        session: Session,
+        stored_future: Awaitable[store.StoredMessage | str],
         request_id: str | None,
     ) -> dict[str, Any]:
         stored = await stored_future
-        if stored is None:
+        if stored == RECIPIENT_UNKNOWN:
             return answer(protocol.NOT_FOUND, "no such user", request_id)
+        if not isinstance(stored, store.StoredMessage):
+            log.warning("%s: account was removed; closing its session", session.address)
+            session.closing = True
+            return answer(protocol.UNAUTHORIZED, "this account was removed", request_id)
         if stored.new:
             self._push(stored.recipient, stored.seq, stored.frame)
         return {

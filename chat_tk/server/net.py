@@ -222,6 +222,8 @@ class Connection:
             if reply is not None:
                 self.send(reply)
             self.answers.task_done()
+            if self.session.closing:  # exit, or a removed account: flush and close
+                self._close_writer()
 
     def _abandon_unanswered(self) -> None:
         """Close requests that will never be answered (the peer is gone).

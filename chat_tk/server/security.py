@@ -11,7 +11,10 @@ import hmac
 import secrets
 import time
 from collections import deque
-from dataclasses import dataclass, field
+
+from chat_tk.ratelimit import TokenBucket
+
+__all__ = ["FailureThrottle", "TokenBucket", "hash_password", "verify_password"]
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -55,27 +58,6 @@ def verify_password(password: str, stored: str | None) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(computed, bytes.fromhex(digest))
-
-
-@dataclass
-class TokenBucket:
-    """Allows `rate` events a second on average and bursts of `burst`."""
-
-    rate: float
-    burst: float
-    tokens: float = -1.0
-    updated: float = field(default_factory=time.monotonic)
-
-    def allow(self, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        if self.tokens < 0:
-            self.tokens = self.burst
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 class FailureThrottle:
