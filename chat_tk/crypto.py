@@ -137,9 +137,12 @@ def seal_password(password: str, nonce: str, server_key: PublicKey) -> str:
     data = plain.encode("utf-8")
     room = server_key.block_bytes - PKCS1_PADDING_BYTES
     if len(data) > room:
+        overhead = (
+            len(data) - len(json.dumps(password, ensure_ascii=False).encode()) + 2
+        )
         raise PasswordTooLong(
-            f"the password is too long for this server: {len(data)} of {room} bytes "
-            "with the login nonce"
+            f"The password is too long: this server takes at most {room - overhead} "
+            "bytes of UTF-8 (about half as many letters outside the Latin alphabet)."
         )
     return base64.b64encode(rsa.encrypt(data, server_key.key)).decode("ascii")
 

@@ -159,13 +159,15 @@ class ConsoleClient:
         elif command == "users":
             self.client.request_users()
         elif command == "add" and rest:
+            self.say(f"* Adding {rest}…")
             self.client.add_contact(rest)
         elif command == "del" and rest:
+            self.say(f"* Removing {rest}…")
             self.client.remove_contact(rest)
         elif command == "key":
             self._key(rest or None)
         elif command == "accept" and rest:
-            self.client.accept_new_key(rest)
+            self._accept(rest)
         else:
             self.say(f"Unknown command {line!r}; type 'help'.")
         return True
@@ -200,10 +202,24 @@ class ConsoleClient:
                 continue
             if not name:
                 self.say(f"--- {peer}")
+            elif not records:
+                self.say(f"No messages with {peer} yet.")
             for record in records:
                 self.say(format_record(record, self.client.account))
             if name:
                 self.client.mark_read(peer)
+
+    def _accept(self, name: str) -> None:
+        try:
+            offered = self.client.fingerprint_of(name)[1]
+        except ChatError as exc:
+            self.say(f"! {exc}")
+            return
+        if offered is None:
+            self.say(f"{name}'s key has not changed; there is nothing to accept.")
+            return
+        self.say(f"* Trusting {name}'s new key {offered}.")
+        self.client.accept_new_key(name)
 
     def _key(self, name: str | None) -> None:
         if name is None:

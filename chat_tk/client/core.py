@@ -688,6 +688,8 @@ class ChatClient(metaclass=ClientVerifier):
             contact = protocol.normalize_account_name(name.strip())
         except RemoteProtocolError as exc:
             raise ChatError(f"Invalid account name: {exc}") from exc
+        if adding and name_key(contact) == name_key(self.account):
+            raise ChatError("That is your own name; add someone else.")
         action = "add_contact" if adding else "del_contact"
         reply = self._call(
             protocol.client_message(

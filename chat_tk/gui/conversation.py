@@ -26,6 +26,8 @@ FOLLOW_FRACTION = 0.999
 # Wrapped lines and the later lines of a multi-line message start this far in, so
 # that each message's first line (time and sender) stands out.
 CONTINUATION_INDENT_PIXELS = 44
+# Where the key-change banner wraps before the pane has a width of its own.
+BANNER_WRAP_PIXELS = 400
 
 STATE_MARKS = {
     cs.PENDING: "…",
@@ -76,8 +78,10 @@ class ConversationView(ttk.Frame):
         )
         self.header.grid(row=0, column=0, columnspan=2, sticky="ew")
         self.key_banner = ttk.Label(
-            self, style="Warning.TLabel", wraplength=560, justify="left"
+            self, style="Warning.TLabel", wraplength=BANNER_WRAP_PIXELS, justify="left"
         )
+        # The banner wraps at its own width, so a narrow pane does not clip it.
+        self.key_banner.bind("<Configure>", self._on_banner_resized)
         self.text = tk.Text(
             self,
             wrap="word",
@@ -158,8 +162,16 @@ class ConversationView(ttk.Frame):
         self.add_many(records)
         self.text.see("end")
 
-    def set_title(self, title: str) -> None:
-        self.header.configure(text=title)
+    def set_presence(self, presence: str | None) -> None:
+        """Name the peer in the header, with a word such as "online" after it."""
+        if self.peer is None:
+            return
+        suffix = f"  ·  {presence}" if presence else ""
+        self.header.configure(text=self.peer + suffix)
+
+    @property
+    def title(self) -> str:
+        return str(self.header.cget("text"))
 
     def set_key_warning(self, message: str | None) -> None:
         if message:
@@ -181,6 +193,12 @@ class ConversationView(ttk.Frame):
             self.text.configure(state="disabled")
         if following:
             self.text.see("end")
+
+    def _on_banner_resized(self, event: tk.Event[tk.Misc]) -> None:
+        padding = 2 * theme.PAD
+        wanted = max(event.width - padding, theme.PAD * 10)
+        if int(self.key_banner.cget("wraplength")) != wanted:
+            self.key_banner.configure(wraplength=wanted)
 
     def add_warning(self, message: str) -> None:
         following = self._at_end()
@@ -248,7 +266,10 @@ class ConversationView(ttk.Frame):
             reason = record.problem or "unknown reason"
             pieces.append((f"[could not be read: {reason}]", ("unreadable", *tags)))
         else:
-            first_line, newline, later_lines = record.text.partition("\n")
+            # Trailing blank lines would push the delivery mark onto a line of
+            # its own; the stored text keeps them.
+            shown = record.text.rstrip()
+            first_line, newline, later_lines = shown.partition("\n")
             pieces.append((first_line + newline, tags))
             if later_lines:
                 pieces.append((later_lines, ("continued", *tags)))

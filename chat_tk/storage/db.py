@@ -7,7 +7,9 @@ rule hold for the server and the client alike.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -55,6 +57,10 @@ def open_database(
         )
     except sqlite3.Error as exc:
         raise _explain(path, exc) from exc
+    if not existed:
+        # Private keys and message history live in these files: owner only.
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)
 
     try:
         conn.execute("PRAGMA journal_mode=WAL")
