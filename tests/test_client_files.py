@@ -59,3 +59,17 @@ def test_damaged_known_servers_file_fails_the_login_clearly(
     assert isinstance(failed, ev.LoginFailed)
     assert str(known) in failed.reason
     assert known.read_bytes() == GARBAGE
+
+
+def test_profile_database_is_readable_by_its_owner_only(tmp_path: Path, server) -> None:
+    client = ChatClient(
+        tmp_path,
+        "127.0.0.1",
+        server.port,
+        "alice",
+        "pw-1234",
+        key_bits=TEST_CLIENT_KEY_BITS,
+    )
+    client.store.close_thread_connection()
+    mode = client.store.path.stat().st_mode & 0o777
+    assert mode == 0o600, oct(mode)
