@@ -32,9 +32,12 @@ from chat_tk.gui import background
 from chat_tk.gui.app import ChatWindow
 from chat_tk.gui.conversation import ConversationView, format_time, state_mark
 from chat_tk.gui.dialogs import is_open
+from chat_tk.gui.login import hosting_note
+from chat_tk.gui.main_window import MIN_HEIGHT_PIXELS, MIN_WIDTH_PIXELS
 from chat_tk.gui.theme import prepare_root
 from chat_tk.server.hub import Limits
 from chat_tk.server.net import SERVER_KEY_SETTING, open_server_database
+from chat_tk.server.runner import lan_addresses
 from chat_tk.storage import server_store
 from chat_tk.storage.client_store import KnownServers, MessageRecord
 
@@ -172,6 +175,41 @@ def add_contact_by_typing(root, main, name):
     wait_until(root, lambda: name in main.contacts.names(), what=f"{name} as a contact")
 
 
+def press_where_the_focus_is(root, sequence):
+    """A key as the user presses it: it goes to whichever widget has the focus."""
+    root.update()
+    focused = root.focus_get()
+    assert focused is not None, "nothing has the keyboard focus"
+    focused.event_generate(sequence)
+    root.update()
+
+
+def inside(widget, container):
+    return str(widget) == str(container) or str(widget).startswith(f"{container}.")
+
+
+def shrink_to_minimum(root, chat):
+    chat.window.geometry(f"{MIN_WIDTH_PIXELS}x{MIN_HEIGHT_PIXELS}")
+    for _ in range(5):
+        root.update()
+
+
+def fully_visible(widget):
+    """Mapped, given all the room it asks for, and within its window's edges."""
+    top = widget.winfo_toplevel()
+    left = widget.winfo_rootx() - top.winfo_rootx()
+    above = widget.winfo_rooty() - top.winfo_rooty()
+    return (
+        widget.winfo_ismapped()
+        and widget.winfo_width() >= widget.winfo_reqwidth()
+        and widget.winfo_height() >= widget.winfo_reqheight()
+        and left >= 0
+        and left + widget.winfo_width() <= top.winfo_width()
+        and above >= 0
+        and above + widget.winfo_height() <= top.winfo_height()
+    )
+
+
 def type_and_send(root, main, text):
     main.composer.input.insert("end", text)
     press(root, main.composer.input, "<Return>")
@@ -277,10 +315,20 @@ def test_enter_sends_and_shift_enter_starts_a_line(
     press(root, alice.composer.input, "<Return>")
     assert len(alice.conversation.shown) == 1
 
+    # A trailing new line is sent, but the mark stays on the text's last line.
+    alice.composer.input.insert("end", "trailing")
+    press(root, alice.composer.input, "<Shift-Return>")
+    press(root, alice.composer.input, "<Return>")
+    received = wait_for_event(bob.events, lambda e: isinstance(e, ev.MessageAdded))
+    assert received.record.text == "trailing\n"
+    wait_until(root, lambda: outgoing_states(alice)[-1] == "delivered", what="✓✓")
+    assert alice.conversation.message_lines()[-1].endswith("alice  trailing  ✓✓")
+
 
 def test_too_long_text_is_refused_and_kept(root, server, make_client, open_window):
     make_client(server, "bob")
-    alice = log_in(root, open_window("alice", server.port), create=True)
+    window = open_window("alice", server.port)
+    alice = log_in(root, window, create=True)
     add_contact_by_typing(root, alice, "bob")
     composer = alice.composer
 
@@ -294,6 +342,10 @@ def test_too_long_text_is_refused_and_kept(root, server, make_client, open_windo
     press(root, composer.input, "<Return>")
     assert "too long: 20002 of 20000 bytes" in composer.error_text.lower()
     assert composer.draft == draft
+    shrink_to_minimum(root, window)
+    assert fully_visible(composer.error_label)
+    assert fully_visible(composer.counter_label)
+    assert fully_visible(composer.send_button)
     assert alice.conversation.shown == {}
     assert alice.client.history("bob") == []
 
@@ -398,8 +450,7 @@ def test_nobody_answers_offers_to_host_a_server(
         root, lambda: chat.main is not None, 30, "the login on the hosted server"
     )
     note = chat.main.hosting_label.cget("text")
-    assert "Others on your network can connect to" in note
-    assert str(port) in note
+    assert hosting_note(port, lan_addresses()) in note
     wait_until(
         root, lambda: chat.main.status_text.startswith("Connected"), what="connected"
     )
@@ -638,14 +689,17 @@ def test_menus_shortcuts_and_changed_keys(
 ):
     bob = make_client(server, "bob")
     make_client(server, "cleo")
-    alice = log_in(root, open_window("alice", server.port), create=True)
+    alice_window = open_window("alice", server.port)
+    alice = log_in(root, alice_window, create=True)
     add_contact_by_typing(root, alice, "bob")
     add_contact_by_typing(root, alice, "cleo")
     assert alice.contacts.names() == ["bob", "cleo"]
-    assert alice.contacts.selected() == "bob"
+    assert alice.contacts.selected() == "cleo"
 
-    # Ctrl+Down and Ctrl+Up walk the list, from the input box too.
-    press(root, alice.composer.input, "<Control-Down>")
+    # Ctrl+Up and Ctrl+Down walk the list, from the input box too.
+    press(root, alice.composer.input, "<Control-Up>")
+    assert alice.conversation.peer == "bob"
+    press(root, alice.contacts.tree, "<Control-Down>")
     assert alice.conversation.peer == "cleo"
     press(root, alice.contacts.tree, "<Control-Up>")
     assert alice.conversation.peer == "bob"
@@ -657,6 +711,10 @@ def test_menus_shortcuts_and_changed_keys(
         lambda: alice.online_dialog.names() == ["alice", "bob", "cleo"],
         what="names",
     )
+    dialog = alice.online_dialog
+    wait_until(root, lambda: inside(root.focus_get(), dialog), what="focus in it")
+    press_where_the_focus_is(root, "<Escape>")
+    assert not is_open(alice.online_dialog)
 
     # bob comes back with a new key pair: alice is warned and must decide.
     bob.stop()
@@ -666,6 +724,16 @@ def test_menus_shortcuts_and_changed_keys(
     )
     assert "key changed" in alice.conversation.text.get("1.0", "end")
     assert alice.conversation.key_banner.winfo_ismapped()
+    shrink_to_minimum(root, alice_window)
+    assert fully_visible(alice.conversation.key_banner)
+    assert fully_visible(alice.composer.send_button)
+
+    press(root, alice.composer.input, "<Control-k>")
+    wait_until(root, lambda: is_open(alice.safety_dialog), what="the safety dialog")
+    dialog = alice.safety_dialog
+    wait_until(root, lambda: inside(root.focus_get(), dialog), what="focus in it")
+    press_where_the_focus_is(root, "<Escape>")
+    assert not is_open(alice.safety_dialog)
 
     press(root, alice.composer.input, "<Control-k>")
     wait_until(root, lambda: is_open(alice.safety_dialog), what="the safety dialog")
@@ -686,6 +754,86 @@ def test_menus_shortcuts_and_changed_keys(
     monkeypatch.setattr(messagebox, "askyesno", lambda *args, **kwargs: True)
     press(root, alice.contacts.tree, "<Delete>")
     wait_until(root, lambda: alice.contacts.names() == ["cleo"], what="bob removed")
+
+
+def received_texts(client, count):
+    seen = []
+    while len(seen) < count:
+        event = wait_for_event(client.events, lambda e: isinstance(e, ev.MessageAdded))
+        seen.append(event.record.text)
+    return seen
+
+
+def test_added_contact_opens_and_each_conversation_keeps_its_draft(
+    root, server, make_client, open_window
+):
+    bob = make_client(server, "bob")
+    carol = make_client(server, "carol")
+    zoe = make_client(server, "Zoë")
+    alice = log_in(root, open_window("alice", server.port), create=True)
+    add_contact_by_typing(root, alice, "bob")
+    add_contact_by_typing(root, alice, "carol")
+    assert alice.contacts.selected() == "carol"
+
+    # With bob selected, Zoë is added by typing her name: her conversation opens,
+    # so the next message goes to her. The list sorts her after bob and carol.
+    alice.contacts.select("bob")
+    root.update()
+    assert alice.conversation.title == "bob  ·  online"
+    add_contact_by_typing(root, alice, "Zoë")
+    assert alice.contacts.names() == ["bob", "carol", "Zoë"]
+    assert alice.contacts.selected() == "Zoë"
+    assert alice.conversation.peer == "Zoë"
+    assert alice.conversation.title == "Zoë  ·  online"
+    type_and_send(root, alice, "hello Zoë")
+    assert received_texts(zoe, 1) == ["hello Zoë"]
+
+    # Each conversation keeps its own draft, whether reached by key or by click.
+    alice.composer.input.insert("end", "abcdef")
+    press(root, alice.composer.input, "<Control-Up>")
+    assert alice.conversation.peer == "carol"
+    assert alice.composer.draft == ""
+    alice.composer.input.insert("end", "for carol")
+    alice.contacts.select("bob")  # what a click on bob's row does
+    root.update()
+    assert alice.conversation.title.startswith("bob")
+    assert alice.composer.draft == ""
+    press(root, alice.composer.input, "<Control-Down>")
+    assert alice.composer.draft == "for carol"
+    type_and_send(root, alice, "")
+    press(root, alice.composer.input, "<Control-Down>")
+    assert alice.composer.draft == "abcdef"
+    type_and_send(root, alice, "")
+    assert received_texts(carol, 1) == ["for carol"]
+    assert received_texts(zoe, 1) == ["abcdef"]
+    assert alice.client.history("bob") == []
+
+    # While our own connection is down, nobody is shown online. (Quiet first: a
+    # server stopped while it still answers requests may log an error.)
+    wait_until(
+        root,
+        lambda: (
+            [r.state for r in alice.client.history("carol")] == ["delivered"]
+            and outgoing_states(alice) == ["delivered"] * 2
+        ),
+        what="everything delivered",
+    )
+    server.stop()
+    wait_until(root, lambda: alice.status_text.startswith("Offline"), what="offline")
+    assert [alice.contacts.row_text(n)[0][0] for n in ("bob", "carol", "Zoë")] == [
+        "○"
+    ] * 3
+    assert alice.conversation.title == "Zoë"
+
+    server.start(server.port)
+    wait_until(
+        root,
+        lambda: alice.conversation.title == "Zoë  ·  online",
+        30,
+        "Zoë online again",
+    )
+    wait_until(root, lambda: alice.contacts.row_text("bob")[0] == "●  bob", what="bob")
+    assert bob.account == "bob"
 
 
 # --------------------------------------------------------------------------- drawing
@@ -738,3 +886,17 @@ def test_times_and_marks():
     assert state_mark(make_record(1, "x", "stored", outgoing=True)) == "✓"
     assert state_mark(make_record(1, "x", "delivered", outgoing=True)) == "✓✓"
     assert state_mark(make_record(1, "x", "received")) == ""
+
+
+def test_hosting_note_names_address_and_port_as_the_form_asks():
+    assert (
+        hosting_note(9999, ["192.0.2.2"])
+        == "Others on your network can connect to 192.0.2.2 port 9999."
+    )
+    assert hosting_note(9999, ["192.0.2.2", "198.51.100.7"]) == (
+        "Others on your network can connect to 192.0.2.2 or 198.51.100.7 port 9999."
+    )
+    assert hosting_note(9999, []) == (
+        "Others on your network can connect to this computer's network address, "
+        "port 9999."
+    )

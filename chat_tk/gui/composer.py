@@ -17,6 +17,8 @@ from chat_tk.gui import theme
 log = logging.getLogger(__name__)
 
 INPUT_LINES = 3
+# Where the refusal wraps before the composer has a width of its own.
+ERROR_WRAP_PIXELS = 400
 
 
 def byte_count_text(size: int, limit: int = crypto.MAX_TEXT_BYTES) -> str:
@@ -33,8 +35,11 @@ class Composer(ttk.Frame):
         self._send_callback = send
         self.byte_size = 0
 
+        # width=1: the grid gives the box its width. Tk's default of 80 characters
+        # would ask for more room than a small window has and push Send out of it.
         self.input = tk.Text(
             self,
+            width=1,
             height=INPUT_LINES,
             wrap="word",
             undo=True,
@@ -50,18 +55,22 @@ class Composer(ttk.Frame):
         )
         self.send_button = ttk.Button(self, text="Send", command=self._on_send)
         self.counter_label = ttk.Label(self, style="Muted.TLabel")
-        self.error_label = ttk.Label(self, style="Error.TLabel")
+        # The reason a text was refused gets a line of its own under the counter
+        # and wraps there, so that neither cuts the other off.
+        self.error_label = ttk.Label(
+            self, style="Error.TLabel", justify="left", wraplength=ERROR_WRAP_PIXELS
+        )
         self.hint_label = ttk.Label(
             self, text="Enter sends · Shift+Enter new line", style="Muted.TLabel"
         )
-        self.input.grid(row=0, column=0, columnspan=3, sticky="ew")
-        self.send_button.grid(row=0, column=3, sticky="ns", padx=(theme.PAD, 0))
+        self.input.grid(row=0, column=0, columnspan=2, sticky="ew")
+        self.send_button.grid(row=0, column=2, sticky="ns", padx=(theme.PAD, 0))
         self.hint_label.grid(row=1, column=0, sticky="w", pady=(2, 0))
-        self.error_label.grid(
-            row=1, column=1, sticky="w", padx=(theme.PAD, 0), pady=(2, 0)
-        )
-        self.counter_label.grid(row=1, column=2, columnspan=2, sticky="e", pady=(2, 0))
-        self.columnconfigure(1, weight=1)
+        self.counter_label.grid(row=1, column=1, columnspan=2, sticky="e", pady=(2, 0))
+        self.error_label.grid(row=2, column=0, columnspan=3, sticky="ew", pady=(2, 0))
+        self.error_label.grid_remove()
+        theme.wrap_to_own_width(self.error_label, theme.PAD)
+        self.columnconfigure(0, weight=1)
 
         self.input.bind("<Return>", self._on_return)
         self.input.bind("<KP_Enter>", self._on_return)
@@ -84,7 +93,27 @@ class Composer(ttk.Frame):
         )
         self.send_button.state(["!disabled"] if enabled else ["disabled"])
         if reason:
-            self.error_label.configure(text=reason)
+            self._show_error(reason)
+
+    def set_draft(self, text: str) -> None:
+        """Put another conversation's draft in the box (and forget any refusal)."""
+        disabled = str(self.input.cget("state")) == "disabled"
+        self.input.configure(state="normal")
+        self.input.delete("1.0", "end")
+        self.input.insert("1.0", text)
+        if disabled:
+            self.input.configure(state="disabled")
+        self.input.edit_reset()
+        self.input.edit_modified(False)
+        self._show_error("")
+        self._show_size()
+
+    def _show_error(self, text: str) -> None:
+        self.error_label.configure(text=text)
+        if text:
+            self.error_label.grid()
+        else:
+            self.error_label.grid_remove()
 
     def _on_return(self, junk_event: object = None) -> str:
         self._on_send()
@@ -101,9 +130,9 @@ class Composer(ttk.Frame):
             return
         problem = self._send_callback(text)
         if problem is not None:
-            self.error_label.configure(text=problem)
+            self._show_error(problem)
             return
-        self.error_label.configure(text="")
+        self._show_error("")
         self.input.delete("1.0", "end")
         self.input.edit_reset()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import tkinter as tk
 from collections.abc import Callable
+from dataclasses import replace
 from tkinter import ttk
 
 from chat_tk.client.events import Contact
@@ -31,7 +32,7 @@ def contact_label(contact: Contact) -> str:
 
 
 class ContactList(ttk.Frame):
-    """Contacts in the server's order; calls on_select(name or None) on a change."""
+    """Contacts sorted by name, ignoring case; calls on_select(name or None)."""
 
     def __init__(
         self, master: tk.Misc, on_select: Callable[[str | None], None]
@@ -85,7 +86,8 @@ class ContactList(ttk.Frame):
     def set_contacts(self, contacts: tuple[Contact, ...]) -> None:
         """Redraw rows in place, so the selection and scroll position survive."""
         before = self.selected()
-        wanted = {name_key(c.name): c for c in contacts}
+        ordered = sorted(contacts, key=lambda c: (name_key(c.name), c.name))
+        wanted = {name_key(c.name): c for c in ordered}
         for iid in self.tree.get_children():
             if iid not in wanted:
                 self.tree.delete(iid)
@@ -117,6 +119,12 @@ class ContactList(ttk.Frame):
 
         if before is not None and self.selected() is None:
             self._on_select_callback(None)
+
+    def show_all_offline(self) -> None:
+        """Draw everyone as offline: while we are not connected nobody's presence is known."""
+        self.set_contacts(
+            tuple(replace(c, online=False) for c in self._contacts.values())
+        )
 
     def select(self, name: str) -> None:
         iid = name_key(name)

@@ -80,8 +80,8 @@ class ConversationView(ttk.Frame):
         self.key_banner = ttk.Label(
             self, style="Warning.TLabel", wraplength=BANNER_WRAP_PIXELS, justify="left"
         )
-        # The banner wraps at its own width, so a narrow pane does not clip it.
-        self.key_banner.bind("<Configure>", self._on_banner_resized)
+        # Warning.TLabel pads the text by theme.PAD on each side.
+        theme.wrap_to_own_width(self.key_banner, 3 * theme.PAD)
         self.text = tk.Text(
             self,
             wrap="word",
@@ -193,12 +193,6 @@ class ConversationView(ttk.Frame):
             self.text.configure(state="disabled")
         if following:
             self.text.see("end")
-
-    def _on_banner_resized(self, event: tk.Event[tk.Misc]) -> None:
-        padding = 2 * theme.PAD
-        wanted = max(event.width - padding, theme.PAD * 10)
-        if int(self.key_banner.cget("wraplength")) != wanted:
-            self.key_banner.configure(wraplength=wanted)
 
     def add_warning(self, message: str) -> None:
         following = self._at_end()

@@ -36,6 +36,9 @@ class SmallDialog(tk.Toplevel):
         self.body.pack(fill="both", expand=True)
         self.bind("<Escape>", self._on_close)
         self.protocol("WM_DELETE_WINDOW", self._on_close)
+        # Escape reaches the dialog only if the keyboard focus is in it; a dialog
+        # with a field of its own moves the focus on to that field.
+        self.focus_set()
 
     def _on_close(self, junk_event: object = None) -> None:
         self.destroy()

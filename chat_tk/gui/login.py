@@ -67,13 +67,18 @@ def describe_failure(reason: str, address: str) -> str:
 
 
 def hosting_note(port: int, addresses: list[str]) -> str:
-    """Where others reach a server hosted here, as one sentence."""
-    if addresses:
-        where = ", ".join(f"{address}:{port}" for address in addresses)
-        return f"Others on your network can connect to: {where}."
-    return (
-        f"Others on your network can connect to this computer's address, port {port}."
-    )
+    """Where others reach a server hosted here, worded as the login form asks for it.
+
+    The form has separate fields for the address and the port, so "address:port"
+    would be one more thing to take apart.
+    """
+    if not addresses:
+        where = "this computer's network address,"
+    elif len(addresses) == 1:
+        where = addresses[0]
+    else:
+        where = ", ".join(addresses[:-1]) + f" or {addresses[-1]}"
+    return f"Others on your network can connect to {where} port {port}."
 
 
 class LoginDialog(ttk.Frame):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tkinter as tk
 from collections.abc import Callable
+from dataclasses import replace
 from tkinter import messagebox, ttk
 
 from chat_tk import crypto
@@ -41,6 +42,7 @@ NOTICE_SECONDS = 15
 CONNECTED_COLOUR = theme.ONLINE
 DISCONNECTED_COLOUR = "#d97706"
 ENDED_COLOUR = theme.MUTED
+SESSION_ENDED_REASON = "Sending is off: the session has ended."
 
 # (menu label, accelerator shown, Tk event sequences)
 SHORTCUTS = {
@@ -79,6 +81,12 @@ class MainWindow(ttk.Frame):
         self.hosting: HostingAttempt | None = session.hosting
         self._on_quit_callback = on_quit
         self.session_ended = False
+        # Until the connection is back, nobody's presence is known.
+        self.connected = True
+        # Unsent text of the conversations not on screen, by name_key.
+        self._drafts: dict[str, str] = {}
+        # A contact the user has just asked to add: it opens once it is listed.
+        self._contact_to_open: str | None = None
         self.add_dialog: AddContactDialog | None = None
         self.online_dialog: OnlineDialog | None = None
         self.safety_dialog: SafetyNumberDialog | None = None
@@ -206,11 +214,13 @@ class MainWindow(ttk.Frame):
                     f"{event.retry_in_seconds:.0f} s…",
                     DISCONNECTED_COLOUR,
                 )
+                self._set_connected(False)
             elif isinstance(event, ev.StatusChanged):
                 self._set_status(
                     event.text,
                     CONNECTED_COLOUR if event.connected else DISCONNECTED_COLOUR,
                 )
+                self._set_connected(event.connected)
             elif isinstance(event, ev.SessionEnded):
                 self._end_session(event.reason)
             elif isinstance(event, ev.PeerKeyChanged):
@@ -232,11 +242,33 @@ class MainWindow(ttk.Frame):
         self._mark_read_if_seen()
 
     def _apply_contacts(self, contacts: tuple[ev.Contact, ...]) -> None:
+        if not self.connected:
+            contacts = tuple(replace(c, online=False) for c in contacts)
         self.contacts.set_contacts(contacts)
-        if self.contacts.selected() is None and contacts:
-            self.contacts.select(contacts[0].name)
-            self._on_contact_selected(contacts[0].name)
+
+        wanted = self._contact_to_open
+        listed = self.contacts.contact(wanted) if wanted is not None else None
+        if listed is not None:
+            self._contact_to_open = None
+            self._open_contact(listed.name)
+        elif self.contacts.selected() is None and contacts:
+            self._open_contact(self.contacts.names()[0])
         elif self.conversation.peer is not None:
+            self._show_peer_state(self.conversation.peer)
+
+    def _open_contact(self, name: str) -> None:
+        self.contacts.select(name)
+        self._on_contact_selected(name)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected == self.connected:
+            return
+        self.connected = connected
+        # Coming back, the presence we drew before is stale: it is drawn again
+        # from the ContactsChanged that follows every login.
+        if not connected:
+            self.contacts.show_all_offline()
+        if self.conversation.peer is not None:
             self._show_peer_state(self.conversation.peer)
 
     def _set_status(self, text: str, colour: str) -> None:
@@ -259,7 +291,7 @@ class MainWindow(ttk.Frame):
     def _end_session(self, reason: str) -> None:
         self.session_ended = True
         self._set_status(f"Session ended: {reason}", ENDED_COLOUR)
-        self.composer.set_enabled(False, "Sending is off: the session has ended.")
+        self.composer.set_enabled(False, SESSION_ENDED_REASON)
 
     def _peer_key_changed(self, event: ev.PeerKeyChanged) -> None:
         if self.conversation.peer is not None and name_key(
@@ -282,21 +314,34 @@ class MainWindow(ttk.Frame):
             and name_key(name) == name_key(current)
         ):
             return
+        if current is not None and self.composer.draft:
+            self._drafts[name_key(current)] = self.composer.draft
         if name is None:
             self.conversation.show_placeholder(
                 "Pick a contact on the left, or add one (Ctrl+N)."
             )
+            self.composer.set_draft("")
             self.composer.set_enabled(False)
             return
+
         self.conversation.show(name, self.client.history(name))
         self._show_peer_state(name)
-        self.composer.set_enabled(not self.session_ended)
+        self.composer.set_draft(self._drafts.pop(name_key(name), ""))
+        if self.session_ended:
+            self.composer.set_enabled(False, SESSION_ENDED_REASON)
+        else:
+            self.composer.set_enabled(True)
         self._mark_read_if_seen()
 
     def _show_peer_state(self, name: str) -> None:
         contact = self.contacts.contact(name)
-        online = contact is not None and contact.online
-        self.conversation.set_title(f"{name}  ·  {'online' if online else 'offline'}")
+        if not self.connected:
+            presence = None  # unknown: we are offline ourselves
+        elif contact is not None and contact.online:
+            presence = "online"
+        else:
+            presence = "offline"
+        self.conversation.set_presence(presence)
         if contact is not None and contact.key_changed:
             self.conversation.set_key_warning(
                 f"⚠ {name}'s key has changed. Messages to {name} wait until you compare "
@@ -331,9 +376,13 @@ class MainWindow(ttk.Frame):
             self.client.account,
             self.contacts.names(),
             self.client.known_users(),
-            self.client.add_contact,
+            self._add_contact,
         )
         self.client.request_users()
+
+    def _add_contact(self, name: str) -> None:
+        self._contact_to_open = name
+        self.client.add_contact(name)
 
     def _on_remove_contact(self, junk_event: object = None) -> None:
         name = self.contacts.selected()

@@ -64,6 +64,21 @@ def prepare_root(root: tk.Tk) -> None:
     root.option_add("*tearOff", False)
 
 
+def wrap_to_own_width(label: ttk.Label, margin_pixels: int) -> None:
+    """Make a label wrap its text at the width the layout gives it, less a margin.
+
+    A fixed wraplength either clips the text in a narrow window or leaves most of
+    a wide one unused. The margin covers the label's own padding and border.
+    """
+
+    def on_resized(event: tk.Event[tk.Misc]) -> None:
+        wanted = str(max(event.width - margin_pixels, PAD * 10))
+        if str(label.cget("wraplength")) != wanted:
+            label.configure(wraplength=wanted)
+
+    label.bind("<Configure>", on_resized, add=True)
+
+
 def font_spec(
     widget: tk.Misc, extra_points: int = 0, style: str = "normal"
 ) -> tuple[str, int, str]:
