@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from chat_tk import __version__, crypto, protocol
-from chat_tk.errors import CryptoError, DecryptionFailed, RemoteProtocolError
+from chat_tk.errors import (
+    CryptoError,
+    DecryptionFailed,
+    RemoteProtocolError,
+    StorageError,
+)
 from chat_tk.protocol import answer, name_key
 from chat_tk.server import security
 from chat_tk.storage import server_store as store
@@ -379,10 +384,17 @@ class Hub:
         self._forget(session)
         if was_online and session.key is not None:
             log.info("%s: %s went offline", session.address, session.account)
-            await self._notify_watchers(
-                session.key,
-                {"action": "contact_status", "user": session.account, "online": False},
-            )
+            try:
+                await self._notify_watchers(
+                    session.key,
+                    {
+                        "action": "contact_status",
+                        "user": session.account,
+                        "online": False,
+                    },
+                )
+            except StorageError:
+                log.info("server is stopping; contacts of %s not told", session.account)
 
     async def _notify_watchers(self, key: str, event: dict[str, Any]) -> None:
         watchers = await self._db(lambda c: store.watchers_of(c, key))

@@ -305,7 +305,11 @@ class ChatServer(metaclass=ServerVerifier):
         for task in list(self.connections):
             task.cancel()
         if self.connections:
-            await asyncio.wait(list(self.connections), timeout=SHUTDOWN_GRACE_SECONDS)
+            # Each connection may spend the grace period answering, then one more
+            # database round to tell its contacts it went offline.
+            await asyncio.wait(
+                list(self.connections), timeout=2 * SHUTDOWN_GRACE_SECONDS + 1
+            )
         await asyncio.get_running_loop().run_in_executor(None, self.db.close)
         log.info("chat_tk server stopped")
 
