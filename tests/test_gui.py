@@ -28,9 +28,10 @@ from chat_tk import crypto
 from chat_tk.client import core
 from chat_tk.client import events as ev
 from chat_tk.client.core import ChatClient
+from chat_tk.client.display import format_time
 from chat_tk.gui import background
 from chat_tk.gui.app import ChatWindow
-from chat_tk.gui.conversation import ConversationView, format_time, state_mark
+from chat_tk.gui.conversation import ConversationView, state_mark
 from chat_tk.gui.dialogs import is_open
 from chat_tk.gui.login import hosting_note
 from chat_tk.gui.main_window import MIN_HEIGHT_PIXELS, MIN_WIDTH_PIXELS

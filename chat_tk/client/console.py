@@ -17,6 +17,7 @@ from typing import TextIO
 from chat_tk import crypto
 from chat_tk.client import events as ev
 from chat_tk.client.core import ChatClient
+from chat_tk.client.display import STATE_MARKS, format_time
 from chat_tk.errors import ChatError
 from chat_tk.storage import client_store as cs
 from chat_tk.storage.client_store import MessageRecord
@@ -32,21 +33,7 @@ HELP = """Commands:
   accept NAME     trust NAME's new key after comparing safety numbers
   help            this text              exit       leave"""
 
-STATE_MARKS = {
-    cs.PENDING: "…",
-    cs.STORED: "✓",
-    cs.DELIVERED: "✓✓",
-    cs.FAILED: "✗",
-    cs.REJECTED: "✗",
-}
 LOGIN_TIMEOUT_SECONDS = 120.0
-
-
-def format_time(stamp: float) -> str:
-    local = time.localtime(stamp)
-    if time.strftime("%Y%m%d", local) == time.strftime("%Y%m%d"):
-        return time.strftime("%H:%M", local)
-    return time.strftime("%Y-%m-%d %H:%M", local)
 
 
 def format_record(record: MessageRecord, me: str) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import bisect
 import logging
-import time
 import tkinter as tk
 from collections.abc import Callable
 from tkinter import ttk
 
+from chat_tk.client.display import STATE_MARKS, format_time
 from chat_tk.gui import theme
 from chat_tk.storage import client_store as cs
 from chat_tk.storage.client_store import MessageRecord
@@ -28,27 +28,6 @@ FOLLOW_FRACTION = 0.999
 CONTINUATION_INDENT_PIXELS = 44
 # Where the key-change banner wraps before the pane has a width of its own.
 BANNER_WRAP_PIXELS = 400
-
-STATE_MARKS = {
-    cs.PENDING: "…",
-    cs.STORED: "✓",
-    cs.DELIVERED: "✓✓",
-    cs.FAILED: "✗",
-    cs.REJECTED: "✗",
-}
-
-
-def format_time(stamp: float, now: float | None = None) -> str:
-    """HH:MM in local time, with the date in front when it is not today."""
-    moment = time.localtime(stamp)
-    today = time.localtime(now if now is not None else time.time())
-    clock = f"{moment.tm_hour:02d}:{moment.tm_min:02d}"
-    if moment[:3] == today[:3]:
-        return clock
-    month = time.strftime("%b", moment)
-    if moment.tm_year == today.tm_year:
-        return f"{moment.tm_mday} {month} {clock}"
-    return f"{moment.tm_mday} {month} {moment.tm_year} {clock}"
 
 
 def state_mark(record: MessageRecord) -> str:
