@@ -465,6 +465,8 @@ def parse_request(message: dict[str, Any], me: str | None = None) -> Request:
     if not isinstance(action, str):
         raise UnknownAction("'action' is missing")
     _require_time(message, required=False)
+    if "id" in message and request_id_of(message) is None:
+        raise RemoteProtocolError("'id' must be a string of at most 64 characters")
 
     if action in ("register", "authenticate"):
         name, sealed = _login_request(message)

@@ -342,3 +342,29 @@ def test_operator_commands_and_closed_registration(make_server, consoles, tmp_pa
     assert "no account named" in missing.stderr
     for result in (made, again, invalid, short, listed, removed, missing):
         assert_no_traceback(result.stdout + result.stderr)
+
+
+def test_console_shows_control_codes_harmlessly_and_survives_bad_bytes(
+    server, consoles, tmp_path
+):
+    """Escape sequences from others are made visible; a non-UTF-8 line is not fatal."""
+    bob = consoles(console_args(server.port, "bob", register=True), tmp_path / "b")
+    bob.send("bob-pw-2")
+    bob.expect(r"Logged in as bob\.", LOGIN_SECONDS)
+    alice = consoles(console_args(server.port, "alice", register=True), tmp_path / "a")
+    alice.send("alice-pw-1")
+    alice.expect(r"Logged in as alice\.", LOGIN_SECONDS)
+
+    alice.send("msg bob \x1b]0;PWNED\x07\x1b[2Jfake line")
+    alice.process.stdin.buffer.write(b"msg bob bad \xff\xfe bytes\n")
+    alice.process.stdin.flush()
+    alice.send("msg bob still here")
+
+    bob.expect(r"alice: \\u001b\]0;PWNED\\u0007\\u001b\[2Jfake line$", LOGIN_SECONDS)
+    bob.expect(r"alice: bad \ufffd\ufffd bytes$")
+    bob.expect(r"alice: still here$")
+    assert "\x1b" not in "\n".join(bob.stdout)
+    for console in (alice, bob):
+        console.send("exit")
+        assert console.finish() == 0
+    assert_no_traceback(alice.output() + bob.output())

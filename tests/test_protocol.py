@@ -866,3 +866,10 @@ def test_parse_request_only_returns_a_request_or_raises_a_protocol_error(
         refused_with = None
         assert isinstance(request, protocol.Request)
     assert refused_with in (None, 400, 403)
+
+
+@pytest.mark.parametrize("bad_id", [{"a": 1}, 7, ["x"], "z" * 65])
+def test_request_id_that_is_not_a_short_string_is_refused(bad_id):
+    with pytest.raises(RemoteProtocolError) as caught:
+        protocol.parse_request({"action": "probe", "id": bad_id})
+    assert caught.value.code == 400

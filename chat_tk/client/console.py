@@ -7,6 +7,7 @@ client's queue on a second thread; no tkinter here.
 from __future__ import annotations
 
 import getpass
+import io
 import queue
 import sys
 import threading
@@ -17,7 +18,7 @@ from typing import TextIO
 from chat_tk import crypto
 from chat_tk.client import events as ev
 from chat_tk.client.core import ChatClient
-from chat_tk.client.display import STATE_MARKS, format_time
+from chat_tk.client.display import STATE_MARKS, format_time, terminal_safe
 from chat_tk.errors import ChatError
 from chat_tk.storage import client_store as cs
 from chat_tk.storage.client_store import MessageRecord
@@ -58,7 +59,7 @@ class ConsoleClient:
 
     def say(self, line: str) -> None:
         with self._print_lock:
-            self.out.write(line + "\n")
+            self.out.write(terminal_safe(line) + "\n")
             self.out.flush()
 
     def wait_for_login(self) -> bool:
@@ -246,6 +247,9 @@ def run_console(
 ) -> int:
     """Log in (asking for what is missing), then serve commands until exit or EOF."""
     out, stdin = sys.stdout, sys.stdin
+    if isinstance(stdin, io.TextIOWrapper):
+        # A stray byte that is not UTF-8 becomes U+FFFD instead of ending the session.
+        stdin.reconfigure(errors="replace")
     if not account:
         out.write("Account name: ")
         out.flush()

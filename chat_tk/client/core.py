@@ -243,7 +243,7 @@ class ChatClient(metaclass=ClientVerifier):
         try:
             self._keep_connected()
         except ChatError as exc:  # a damaged database file, for example: say which
-            log.error("client stopped: %s", exc)
+            log.info("client stopped: %s", exc)  # the interface shows the reason
             self._emit(
                 ev.SessionEnded(str(exc))
                 if self._ever_logged_in
