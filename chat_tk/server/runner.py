@@ -176,6 +176,11 @@ def add_user(data_dir: Path, raw_name: str, password: str) -> str:
 
 
 def remove_user(data_dir: Path, raw_name: str) -> None:
+    """Delete an account and its queued messages, from the operator's own process.
+
+    A running server notices at the removed user's next message (answered 401, and
+    the session is closed); until then an idle session still counts as online.
+    """
     db = open_server_database(data_dir)
     try:
         removed = db.call(
