@@ -555,6 +555,9 @@ class Hub:
             sender, message_id = acked
             target = self.online.get(sender)
             if target is not None:
+                # TODO: a receipt counts as sent once it is written to the sender's
+                # connection; if that client dies before reading it, the sender keeps
+                # ✓ instead of ✓✓. An acknowledgement of receipts would close this gap.
                 receipt = {
                     "action": "delivered",
                     "id": message_id,
