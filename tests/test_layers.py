@@ -39,3 +39,23 @@ def test_only_crypto_imports_rsa_and_only_gui_imports_tkinter() -> None:
             assert "rsa" not in names, path
         if "gui" not in path.parts:
             assert "tkinter" not in names, path
+
+
+def test_run_py_and_python_m_chat_tk_are_the_same_program() -> None:
+    root = PACKAGE.parent
+    from_script = subprocess.run(
+        [sys.executable, "run.py", "--version"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    from_module = subprocess.run(
+        [sys.executable, "-m", "chat_tk", "--version"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert from_script.stdout == from_module.stdout
+    assert from_script.stdout.startswith("chat_tk ")
