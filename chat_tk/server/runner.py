@@ -22,7 +22,12 @@ from chat_tk import crypto, protocol
 from chat_tk.errors import ChatError, RemoteProtocolError
 from chat_tk.server import security
 from chat_tk.server.hub import password_problem
-from chat_tk.server.net import ChatServer, ServerConfig, open_server_database
+from chat_tk.server.net import (
+    SHUTDOWN_GRACE_SECONDS,
+    ChatServer,
+    ServerConfig,
+    open_server_database,
+)
 from chat_tk.storage import server_store
 
 log = logging.getLogger(__name__)
@@ -112,7 +117,7 @@ class HostedServer:
             and self._thread.is_alive()
         ):
             self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=2 * SHUTDOWN_GRACE_SECONDS + 5)
 
 
 def lan_addresses() -> list[str]:
