@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import time
 from typing import Any
 
-from chat_tk import crypto, protocol
+from wire import WireClient, WireClosed
+
+from chat_tk import protocol
 
 FUZZ_FRAMES = 4000
 SEED = 20261203
@@ -34,49 +35,6 @@ ACTIONS = [
     "nope",
 ]
 ALLOWED_CODES = {200, 201, 202, 400, 401, 402, 403, 404, 409, 429, 511}
-
-
-class RawConnection:
-    """Just enough of a client to log in and throw frames at the server."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.decoder = protocol.FrameDecoder()
-        self.frames: list[dict[str, Any]] = []
-        self.hello = self.next_frame()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def next_frame(self) -> dict[str, Any]:
-        while not self.frames:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("closed")
-            self.frames.extend(
-                f for f in self.decoder.feed(data) if isinstance(f, dict)
-            )
-        return self.frames.pop(0)
-
-    def answer(self) -> dict[str, Any]:
-        """The next answer, skipping pushes (msg, contact_status, ...)."""
-        while True:
-            frame = self.next_frame()
-            if "response" in frame:
-                return frame
-
-    def login(self, name: str, password: str, register: bool) -> None:
-        key = crypto.load_public_key(self.hello["key"])
-        for action in (["register"] if register else []) + ["authenticate"]:
-            sealed = crypto.seal_password(password, self.hello["nonce"], key)
-            user = {"account_name": name, "password": sealed}
-            self.send(
-                protocol.encode({"action": action, "time": time.time(), "user": user})
-            )
-            assert self.answer()["response"] in (200, 201)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def random_json(rng: random.Random, depth: int = 0) -> Any:
@@ -175,29 +133,29 @@ def test_fuzz_live_server_with_random_and_mutated_frames(server: Any) -> None:
         ]
     ]
 
-    canary = RawConnection(server.port)
-    canary.login("canary", "canary-pw", register=True)
-    first = RawConnection(server.port)
-    first.login("fuzzer", "fuzzer-pw", register=True)
-    first.close()
+    canary = WireClient(server.port)
+    assert canary.register("canary", "canary-pw")["response"] == 201
+    assert canary.login("canary", "canary-pw")["response"] == 200
+    with WireClient(server.port) as first:
+        assert first.register("fuzzer", "fuzzer-pw")["response"] == 201
 
     tried = closed = 0
     answers: dict[int, int] = {}
-    conn: RawConnection | None = None
+    conn: WireClient | None = None
     logged_in = False
     while tried < FUZZ_FRAMES:
         if conn is None:
-            conn = RawConnection(server.port)
+            conn = WireClient(server.port)
             logged_in = rng.random() < 0.7
             if logged_in:
-                conn.login("fuzzer", "fuzzer-pw", register=False)
+                assert conn.login("fuzzer", "fuzzer-pw")["response"] == 200
 
         frame = random_frame(rng, valid_frames)
         tried += 1
         try:
-            conn.send(frame)
-            reply = conn.answer()
-        except (ConnectionError, OSError):
+            conn.send_raw(frame)
+            reply = conn.recv_until(lambda f: "response" in f)
+        except (WireClosed, OSError):
             closed += 1
             conn.close()
             conn = None
@@ -207,12 +165,8 @@ def test_fuzz_live_server_with_random_and_mutated_frames(server: Any) -> None:
         answers[code] = answers.get(code, 0) + 1
         assert code in ALLOWED_CODES, (frame, reply)
         if tried % 500 == 0:  # the server keeps serving everyone else
-            canary.send(
-                protocol.encode(
-                    {"action": "probe", "time": time.time(), "id": f"c{tried}"}
-                )
-            )
-            assert canary.answer() == {"response": 200, "id": f"c{tried}"}
+            probe = {"action": "probe", "time": time.time(), "id": f"c{tried}"}
+            assert canary.request(probe) == {"response": 200, "id": f"c{tried}"}
 
     canary.close()
     if conn is not None:
